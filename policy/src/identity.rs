@@ -1,0 +1,211 @@
+//! Peer identity.
+//!
+//! Threats: an mTLS downgrade (a peer reaching the workload in plaintext through Istio's
+//! PERMISSIVE mode), a certificate that carries no SPIFFE identity, two identities or a
+//! malformed one, a peer from a foreign trust domain, and a valid peer calling a route it may
+//! not call. This holds even when Istio's own PeerAuthentication or AuthorizationPolicy is
+//! missing or wrong: the check reads what Envoy verified on this very connection.
+
+use std::collections::HashSet;
+
+use crate::decision::{Decision, Finding};
+use crate::document::{Action, IdentityDoc, IdentitySource, Mode};
+use crate::error::ConfigErrors;
+use crate::reason::{Check, ReasonCode};
+use crate::request::RequestView;
+use crate::route::{RouteInput, RouteMatch};
+use crate::spiffe::{PrincipalPattern, SpiffeId};
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    action: Action,
+    enforced: bool,
+    route: RouteMatch,
+    principals: Vec<PrincipalPattern>,
+}
+
+impl Rule {
+    fn admits(&self, principal: Option<&SpiffeId>) -> bool {
+        principal.is_some_and(|p| self.principals.iter().any(|pat| pat.matches(p)))
+    }
+}
+
+/// The compiled peer-identity check.
+#[derive(Debug)]
+pub struct PeerIdentity {
+    enforced: bool,
+    require: bool,
+    trust_domains: HashSet<String>,
+    source: IdentitySource,
+    default_deny: bool,
+    rules: Vec<Rule>,
+    has_dry_run_rules: bool,
+}
+
+/// Outcome of the route rules for one principal.
+enum RouteOutcome<'r> {
+    Allow,
+    Deny(&'r str, ReasonCode),
+}
+
+impl PeerIdentity {
+    pub fn compile(doc: &IdentityDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> PeerIdentity {
+        let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
+        let mut trust_domains = HashSet::new();
+        for (i, td) in doc.trust_domains.iter().enumerate() {
+            if let Err(e) = crate::spiffe::validate_trust_domain(td) {
+                errs.push(format!("{at}.trustDomains[{i}]"), format!("not a valid trust domain: it {e}"));
+            }
+            trust_domains.insert(td.clone());
+        }
+        let mut ids = HashSet::new();
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for (i, r) in doc.rules.iter().enumerate() {
+            let rat = format!("{at}.rules[{i}]");
+            if r.id.is_empty()
+                || r.id.len() > 64
+                || !r.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                errs.push(format!("{rat}.id"), "must be 1 to 64 characters of [A-Za-z0-9._-]");
+            } else if !ids.insert(r.id.as_str()) {
+                errs.push(format!("{rat}.id"), format!("duplicate rule id '{}'", r.id));
+            }
+            if r.principals.is_empty() {
+                errs.push(format!("{rat}.principals"), "must list at least one principal (use \"*\" for any peer identity)");
+            }
+            let mut principals = Vec::with_capacity(r.principals.len());
+            for (j, p) in r.principals.iter().enumerate() {
+                match PrincipalPattern::parse(p) {
+                    Ok(pat) => {
+                        if let (Some(trust_domain), false) = (pat.trust_domain(), trust_domains.is_empty()) {
+                            if !trust_domains.contains(trust_domain) {
+                                errs.push(format!("{rat}.principals[{j}]"), format!("trust domain '{trust_domain}' is not in {at}.trustDomains, so this can never match"));
+                            }
+                        }
+                        principals.push(pat);
+                    }
+                    Err(e) => errs.push(format!("{rat}.principals[{j}]"), e),
+                }
+            }
+            let route = RouteMatch::compile(&r.route, &format!("{rat}.match"), errs);
+            let enforced = check_mode == Mode::Enforce && r.mode.unwrap_or(Mode::Enforce) == Mode::Enforce;
+            rules.push(Rule { id: r.id.clone(), action: r.action, enforced, route, principals });
+        }
+        let has_dry_run_rules = rules.iter().any(|r| !r.enforced);
+        PeerIdentity {
+            enforced: check_mode == Mode::Enforce,
+            require: doc.require_peer_identity,
+            trust_domains,
+            source: doc.source,
+            default_deny: doc.default_action == Action::Deny,
+            rules,
+            has_dry_run_rules,
+        }
+    }
+
+    fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
+        Finding { check: Check::PeerIdentity, code, rule: rule.to_string(), enforced: self.enforced && enforced }
+    }
+
+    /// Establish the peer's SPIFFE ID, or say why there is none. `Ok(None)`: an anonymous
+    /// peer the policy tolerates.
+    fn establish(&self, req: &RequestView<'_>) -> Result<Option<SpiffeId>, (ReasonCode, &'static str)> {
+        const REQUIRE: &str = "identity.requirePeerIdentity";
+        const SOURCE: &str = "identity.source";
+        let uri = match self.source {
+            IdentitySource::PeerCertificate => {
+                if !req.peer.mtls {
+                    return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
+                }
+                let Some(uri) = req.peer.uri_san.filter(|u| !u.is_empty()) else {
+                    return if self.require { Err((ReasonCode::PeerIdentityNoUriSan, REQUIRE)) } else { Ok(None) };
+                };
+                // Envoy's property holds only the first URI SAN. Under APPEND_FORWARD with
+                // `uri: true`, the element Envoy appended to XFCC lists them all: when the last
+                // element describes this very certificate, make sure it is the only URI. This can
+                // only ever deny, so a forged element gains a client nothing.
+                if let Ok(Some(el)) = crate::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
+                    let mut uris = crate::xfcc::uris(&el);
+                    if uris.next() == Some(uri) && uris.next().is_some() {
+                        return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE));
+                    }
+                }
+                uri.to_vec()
+            }
+            IdentitySource::Xfcc => {
+                let el = match crate::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
+                    Ok(Some(el)) => el,
+                    Ok(None) if !self.require => return Ok(None),
+                    Ok(None) | Err(_) => return Err((ReasonCode::PeerIdentityXfccInvalid, SOURCE)),
+                };
+                let mut uris = crate::xfcc::uris(&el);
+                match (uris.next(), uris.next()) {
+                    (None, _) if !self.require => return Ok(None),
+                    (None, _) => return Err((ReasonCode::PeerIdentityNoUriSan, REQUIRE)),
+                    (Some(_), Some(_)) => return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE)),
+                    (Some(uri), None) => uri.to_vec(),
+                }
+            }
+        };
+        let id = SpiffeId::parse(&uri).map_err(|_| (ReasonCode::PeerIdentityInvalidSpiffeId, REQUIRE))?;
+        if !self.trust_domains.is_empty() && !self.trust_domains.contains(id.trust_domain()) {
+            return Err((ReasonCode::PeerIdentityTrustDomainNotAllowed, "identity.trustDomains"));
+        }
+        Ok(Some(id))
+    }
+
+    /// Explicit deny rules beat allow rules; a route with allow rules denies every principal
+    /// none of them admits; a route no rule covers gets the default action.
+    fn route_outcome<'r>(&'r self, input: &RouteInput<'_>, principal: Option<&SpiffeId>, include_dry_run: bool) -> RouteOutcome<'r> {
+        let mut first_allow: Option<&str> = None;
+        let mut allowed = false;
+        for rule in self.rules.iter().filter(|r| include_dry_run || r.enforced) {
+            if !rule.route.matches(input) {
+                continue;
+            }
+            match rule.action {
+                Action::Deny if rule.admits(principal) => return RouteOutcome::Deny(&rule.id, ReasonCode::PeerIdentityPrincipalDenied),
+                Action::Deny => {}
+                Action::Allow => {
+                    first_allow.get_or_insert(&rule.id);
+                    allowed |= rule.admits(principal);
+                }
+            }
+        }
+        match (allowed, first_allow) {
+            (true, _) => RouteOutcome::Allow,
+            (false, Some(rule)) => RouteOutcome::Deny(rule, ReasonCode::PeerIdentityPrincipalNotAllowed),
+            (false, None) if self.default_deny => RouteOutcome::Deny("identity.defaultAction", ReasonCode::PeerIdentityNoMatchingRule),
+            (false, None) => RouteOutcome::Allow,
+        }
+    }
+
+    /// Add this check's findings to `decision`.
+    pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+        let principal = match self.establish(req) {
+            Ok(p) => p,
+            Err((code, rule)) => {
+                decision.findings.push(self.finding(code, rule, true));
+                return;
+            }
+        };
+        decision.principal = principal.as_ref().map(|p| p.as_str().to_string());
+        if self.rules.is_empty() && !self.default_deny {
+            return;
+        }
+        let input = RouteInput::new(req.authority(), req.path(), req.method());
+        // Rules in dry-run never change the enforced outcome: the enforced decision comes from
+        // the enforcing rules alone, and a shadow pass with every rule shows what enforcing the
+        // dry-run ones would do (as Envoy's RBAC shadow engine does).
+        match self.route_outcome(&input, principal.as_ref(), false) {
+            RouteOutcome::Deny(rule, code) => decision.findings.push(self.finding(code, rule, true)),
+            RouteOutcome::Allow if self.has_dry_run_rules => {
+                if let RouteOutcome::Deny(rule, code) = self.route_outcome(&input, principal.as_ref(), true) {
+                    decision.findings.push(self.finding(code, rule, false));
+                }
+            }
+            RouteOutcome::Allow => {}
+        }
+    }
+}

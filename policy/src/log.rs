@@ -1,0 +1,166 @@
+//! The decision log: one JSON line per deny and would-deny (and sampled allows).
+//!
+//! Threat: the log itself leaking secrets. A decision line never holds Authorization, Cookie,
+//! tokens or query strings: those header values are redacted, anything that looks like a JWT is
+//! redacted wherever it appears, and the path is logged without its query. The `request` object
+//! has the shape `meshguard eval --request` reads, so logged traffic can be replayed offline.
+
+use serde_json::{json, Map, Value};
+
+use crate::decision::Decision;
+use crate::policy::{LogSettings, Policy};
+use crate::request::RequestView;
+
+/// Header values that are never logged, whatever the policy says.
+pub const ALWAYS_REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+    "x-amz-security-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+];
+
+pub const REDACTED: &str = "[redacted]";
+
+/// A request id fit to echo back or log: 1 to 128 printable ASCII bytes without quotes or
+/// backslashes; anything else is dropped.
+pub fn printable_id(raw: &[u8]) -> Option<&str> {
+    if raw.is_empty() || raw.len() > 128 || !raw.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()
+}
+
+/// A stable bucket in 0..1_000_000 for sampling, from the request id.
+pub fn sample_bucket(request_id: &[u8]) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in request_id {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % 1_000_000) as u32
+}
+
+/// Does this value look like a JWT (or JWS/JWE compact form)?
+fn looks_like_jwt(v: &[u8]) -> bool {
+    v.windows(3).any(|w| w == b"eyJ") && v.iter().filter(|&&b| b == b'.').count() >= 2
+}
+
+fn text(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+/// The request as logged (and as `meshguard eval` reads it back).
+pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
+    let mut obj = Map::new();
+    obj.insert("method".into(), text(req.method()).into());
+    obj.insert("path".into(), text(crate::path::without_query(req.path())).into());
+    obj.insert("authority".into(), text(req.authority()).into());
+    obj.insert("scheme".into(), text(req.scheme()).into());
+    if settings.include_headers {
+        let headers: Vec<Value> = req
+            .headers
+            .iter()
+            .filter(|(n, _)| !n.starts_with(b":"))
+            .map(|(n, v)| {
+                let name = text(n);
+                let value = if settings.redact.contains(&name.to_ascii_lowercase()) || looks_like_jwt(v) {
+                    REDACTED.to_string()
+                } else if name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
+                    // URLs in headers may carry query strings (and tokens in them).
+                    text(crate::path::without_query(v))
+                } else {
+                    text(v)
+                };
+                json!([name, value])
+            })
+            .collect();
+        obj.insert("headers".into(), Value::Array(headers));
+    }
+    obj.insert(
+        "peer".into(),
+        json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text)}),
+    );
+    obj.insert("direction".into(), req.direction.as_str().into());
+    Value::Object(obj)
+}
+
+/// The decision-log line.
+pub(crate) fn record(policy: &Policy, settings: &LogSettings, decision: &Decision, req: &RequestView<'_>, unix_millis: u64) -> String {
+    let primary = decision.primary();
+    let findings: Vec<Value> = decision
+        .findings
+        .iter()
+        .map(|f| json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced}))
+        .collect();
+    json!({
+        "time": rfc3339_millis(unix_millis),
+        "requestId": req.request_id().and_then(printable_id),
+        "outcome": decision.outcome(),
+        "verdict": decision.verdict().as_str(),
+        "enforced": decision.enforced(),
+        "check": primary.map(|f| f.check.as_str()),
+        "code": primary.map(|f| f.code.as_str()),
+        "rule": primary.map(|f| f.rule.as_str()),
+        "findings": findings,
+        "principal": decision.principal,
+        "policyRevision": policy.revision(),
+        "request": request_json(settings, req),
+    })
+    .to_string()
+}
+
+/// `2026-11-22T07:20:44.123Z` from milliseconds since the Unix epoch.
+pub fn rfc3339_millis(unix_millis: u64) -> String {
+    let secs = unix_millis / 1000;
+    let millis = unix_millis % 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_millis(1_795_332_044_999), "2026-11-22T07:20:44.999Z");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(printable_id(b"abc-123"), Some("abc-123"));
+        assert_eq!(printable_id(b"a\"b"), None);
+        assert_eq!(printable_id(b"a b"), None);
+        assert_eq!(printable_id(b""), None);
+        assert_eq!(printable_id(&[b'a'; 129]), None);
+    }
+
+    #[test]
+    fn jwt_shapes() {
+        assert!(looks_like_jwt(b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"));
+        assert!(!looks_like_jwt(b"application/json"));
+    }
+}

@@ -1,0 +1,129 @@
+//! The canonical path that every path rule is matched against.
+//!
+//! Threat: rule evasion by spelling. `/admin`, `/%61dmin`, `/x/../admin`, `//admin` and
+//! `/admin?x` are one resource to most applications; a rule written for `/admin` must see all of
+//! them as `/admin`. The canonical form: the query and fragment cut off, percent-encoded
+//! unreserved characters decoded (other escapes kept, hex uppercased), runs of `/` merged and
+//! dot segments removed. The request itself is not changed.
+
+use std::borrow::Cow;
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn hex_digit(n: u8) -> u8 {
+    if n < 10 {
+        b'0' + n
+    } else {
+        b'A' + (n - 10)
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The path without its query or fragment.
+pub fn without_query(raw: &[u8]) -> &[u8] {
+    let end = raw.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(raw.len());
+    raw.get(..end).unwrap_or_default()
+}
+
+/// The canonical form of a request path (see the module docs).
+pub fn canonical(raw: &[u8]) -> Cow<'_, [u8]> {
+    let path = without_query(raw);
+    let simple = path.first() == Some(&b'/')
+        && !path.contains(&b'%')
+        && !path.windows(2).any(|w| w == b"//" || w == b"/.");
+    if simple {
+        return Cow::Borrowed(path);
+    }
+    // 1. Decode unreserved escapes, normalise the hex of the others.
+    let mut decoded = Vec::with_capacity(path.len() + 1);
+    if path.first() != Some(&b'/') {
+        decoded.push(b'/');
+    }
+    let mut i = 0;
+    while let Some(&b) = path.get(i) {
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (path.get(i + 1).and_then(|&c| hex(c)), path.get(i + 2).and_then(|&c| hex(c))) {
+                let v = h * 16 + l;
+                if is_unreserved(v) {
+                    decoded.push(v);
+                } else {
+                    decoded.push(b'%');
+                    decoded.extend_from_slice(&[hex_digit(h), hex_digit(l)]);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b);
+        i += 1;
+    }
+    // 2. Merge slashes and remove dot segments.
+    let mut out: Vec<&[u8]> = Vec::new();
+    let trailing = decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
+    for seg in decoded.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut result = Vec::with_capacity(decoded.len());
+    for seg in &out {
+        result.push(b'/');
+        result.extend_from_slice(seg);
+    }
+    if result.is_empty() || (trailing && !out.is_empty()) {
+        result.push(b'/');
+    }
+    Cow::Owned(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> String {
+        String::from_utf8(canonical(s.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn spellings_of_one_path_agree() {
+        for s in ["/admin", "/%61dmin", "/%61%64%6D%69%6E", "//admin", "/x/../admin", "/./admin", "/admin?x=1", "/admin#f", "admin", "/a/b/../../admin", "/../admin", "/x/%2e%2e/admin"] {
+            assert_eq!(c(s), "/admin", "{s}");
+        }
+        assert_eq!(c("/admin/"), "/admin/");
+        assert_eq!(c("/admin/."), "/admin/");
+        assert_eq!(c("/a/b/.."), "/a/");
+        assert_eq!(c("/"), "/");
+        assert_eq!(c(""), "/");
+        assert_eq!(c("?x"), "/");
+        assert_eq!(c("/.."), "/");
+    }
+
+    #[test]
+    fn reserved_escapes_are_kept_with_uppercase_hex() {
+        assert_eq!(c("/a%2fb"), "/a%2Fb");
+        assert_eq!(c("/a%2Fb"), "/a%2Fb");
+        assert_eq!(c("/a%3bb"), "/a%3Bb");
+        assert_eq!(c("/a%zz"), "/a%zz");
+        assert_eq!(c("/a%"), "/a%");
+        assert_eq!(c("/a%4"), "/a%4");
+    }
+
+    #[test]
+    fn simple_paths_are_borrowed() {
+        assert!(matches!(canonical(b"/api/v1/items?x=1"), Cow::Borrowed(b"/api/v1/items")));
+    }
+}

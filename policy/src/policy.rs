@@ -1,0 +1,186 @@
+//! The compiled policy: built once per configuration, then only read per request.
+
+use std::collections::HashSet;
+
+use crate::decision::Decision;
+use crate::document::{Mode, PolicyDocument, VERSION};
+use crate::error::ConfigErrors;
+use crate::identity::PeerIdentity;
+use crate::reason::ReasonCode;
+use crate::request::RequestView;
+
+/// What a deny looks like to the client. The body names the reason code (unless the policy
+/// says not to) and the request id, never the rule or anything else from the policy.
+#[derive(Debug, Clone)]
+pub struct DenyResponse {
+    pub status: u16,
+    message: String,
+    include_reason_code: bool,
+}
+
+impl DenyResponse {
+    /// The JSON body of a deny reply.
+    pub fn body(&self, code: Option<ReasonCode>, request_id: Option<&[u8]>) -> Vec<u8> {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.message.clone().into());
+        if self.include_reason_code {
+            if let Some(code) = code {
+                body.insert("code".into(), code.as_str().into());
+            }
+        }
+        if let Some(id) = request_id.and_then(crate::log::printable_id) {
+            body.insert("requestId".into(), id.into());
+        }
+        let mut out = serde_json::Value::Object(body).to_string().into_bytes();
+        out.push(b'\n');
+        out
+    }
+}
+
+/// How decisions are logged.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Allowed requests logged, per million (from `decisionLog.allowSampleRate`).
+    pub(crate) allow_per_million: u32,
+    pub(crate) include_headers: bool,
+    /// Lowercase header names whose values never reach a log.
+    pub(crate) redact: HashSet<String>,
+}
+
+/// Which connection properties the filter must fetch from Envoy for this policy: each is a
+/// host call per request, so the filter asks only for what a check will read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// `connection.mtls` and `connection.uri_san_peer_certificate`.
+    pub peer: bool,
+}
+
+/// A validated, compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    revision: String,
+    mode: Mode,
+    deny: DenyResponse,
+    log: LogSettings,
+    identity: Option<PeerIdentity>,
+}
+
+impl Policy {
+    /// Parse, validate and compile a policy document from JSON bytes (the plugin
+    /// configuration). Every error names the JSON path of the field at fault.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigErrors> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            let mut errs = ConfigErrors::default();
+            errs.push("", format!("not valid JSON: {e}"));
+            errs
+        })?;
+        Self::from_value(value)
+    }
+
+    /// Validate and compile a document already parsed into a JSON value (the command line
+    /// reads YAML into one).
+    pub fn from_value(value: serde_json::Value) -> Result<Self, ConfigErrors> {
+        let revision = revision_of(&value);
+        let doc: PolicyDocument = crate::document::parse(value)?;
+        let mut errs = ConfigErrors::default();
+        if doc.version != VERSION {
+            errs.push("version", format!("unsupported policy version {} (this build understands {VERSION})", doc.version));
+        }
+        let deny = compile_deny(&doc, &mut errs);
+        let log = compile_log(&doc, &mut errs);
+        let identity = doc
+            .identity
+            .as_ref()
+            .map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Self { revision, mode: doc.mode, deny, log, identity })
+    }
+
+    /// A short, stable hash of the policy's content (key order and formatting do not matter).
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The whole-policy mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn needs(&self) -> Needs {
+        Needs { peer: self.identity.is_some() }
+    }
+
+    pub fn deny_response(&self) -> &DenyResponse {
+        &self.deny
+    }
+
+    /// Run every check, in order, against one request.
+    pub fn evaluate(&self, req: &RequestView<'_>) -> Decision {
+        let mut decision = Decision::default();
+        if let Some(identity) = &self.identity {
+            identity.evaluate(req, &mut decision);
+        }
+        decision
+    }
+
+    /// Whether this decision gets a decision-log line: every deny and would-deny, and the
+    /// sampled share of allows.
+    pub fn should_log(&self, decision: &Decision, req: &RequestView<'_>) -> bool {
+        if !decision.findings.is_empty() {
+            return true;
+        }
+        match self.log.allow_per_million {
+            0 => false,
+            1_000_000.. => true,
+            n => crate::log::sample_bucket(req.request_id().unwrap_or_default()) < n,
+        }
+    }
+
+    /// The decision-log line (one JSON object) for a decision; `unix_millis` is the time the
+    /// request was seen, handed in by the caller.
+    pub fn decision_log_line(&self, decision: &Decision, req: &RequestView<'_>, unix_millis: u64) -> String {
+        crate::log::record(self, &self.log, decision, req, unix_millis)
+    }
+}
+
+fn compile_deny(doc: &PolicyDocument, errs: &mut ConfigErrors) -> DenyResponse {
+    let d = &doc.deny_response;
+    if !(400..=599).contains(&d.status) {
+        errs.push("denyResponse.status", format!("must be an HTTP error status from 400 to 599, not {}", d.status));
+    }
+    if d.message.is_empty() || d.message.len() > 200 || !d.message.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        errs.push("denyResponse.message", "must be 1 to 200 printable ASCII characters");
+    }
+    DenyResponse { status: d.status, message: d.message.clone(), include_reason_code: d.include_reason_code }
+}
+
+fn compile_log(doc: &PolicyDocument, errs: &mut ConfigErrors) -> LogSettings {
+    let l = &doc.decision_log;
+    if !(0.0..=1.0).contains(&l.allow_sample_rate) {
+        errs.push("decisionLog.allowSampleRate", "must be a number from 0 to 1");
+    }
+    let mut redact: HashSet<String> = crate::log::ALWAYS_REDACTED.iter().map(|s| s.to_string()).collect();
+    for (i, name) in l.redact_headers.iter().enumerate() {
+        if name.is_empty() || !name.bytes().all(crate::route::is_tchar) {
+            errs.push(format!("decisionLog.redactHeaders[{i}]"), "must be a header name (an RFC 9110 token)");
+        }
+        redact.insert(name.to_ascii_lowercase());
+    }
+    // Float to an integer share; the range was checked above.
+    let allow_per_million = (l.allow_sample_rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
+    LogSettings { allow_per_million, include_headers: l.include_headers, redact }
+}
+
+/// FNV-1a (64-bit) over the canonical JSON of the document: serde_json's default map is
+/// sorted, so the same policy in YAML, pretty or compact JSON gets one revision.
+fn revision_of(value: &serde_json::Value) -> String {
+    let canonical = value.to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

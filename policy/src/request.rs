@@ -1,0 +1,146 @@
+//! What the filter (or `meshguard eval`) knows about one request: borrowed bytes, never
+//! assumed to be UTF-8.
+
+/// Which way the request flows through this Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Traffic arriving for the local workload (sidecar inbound, gateways).
+    #[default]
+    Inbound,
+    /// Traffic leaving the local workload (sidecar outbound, egress).
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// The downstream connection as Envoy describes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer<'a> {
+    /// `connection.mtls`: the downstream presented a certificate that Envoy validated.
+    pub mtls: bool,
+    /// `connection.uri_san_peer_certificate`: the (first) URI SAN of that certificate.
+    pub uri_san: Option<&'a [u8]>,
+}
+
+/// One HTTP request as raw bytes. `headers` holds every header pair in the order Envoy has them,
+/// pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) included; the accessors below
+/// pick the pseudo-headers out.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+    pub peer: Peer<'a>,
+    pub direction: Direction,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn new(headers: &'a [(&'a [u8], &'a [u8])], peer: Peer<'a>, direction: Direction) -> Self {
+        Self { headers, peer, direction }
+    }
+
+    /// The first value of the header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| *v)
+    }
+
+    /// Every value of the header named `name`, in order.
+    pub fn header_all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| *v)
+    }
+
+    pub fn method(&self) -> &'a [u8] {
+        self.header(":method").unwrap_or_default()
+    }
+    pub fn path(&self) -> &'a [u8] {
+        self.header(":path").unwrap_or_default()
+    }
+    pub fn authority(&self) -> &'a [u8] {
+        self.header(":authority").or_else(|| self.header("host")).unwrap_or_default()
+    }
+    pub fn scheme(&self) -> &'a [u8] {
+        self.header(":scheme").unwrap_or_default()
+    }
+    pub fn request_id(&self) -> Option<&'a [u8]> {
+        self.header("x-request-id")
+    }
+}
+
+/// A request held in owned memory, in the JSON shape the decision log records and
+/// `meshguard eval --request` reads:
+/// `{"method", "path", "authority", "scheme", "headers": [[name, value], ...],
+///   "peer": {"mtls": bool, "uriSan": string|null}, "direction": "inbound"|"outbound"}`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnedRequest {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub authority: String,
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub peer: OwnedPeer,
+    #[serde(default)]
+    pub direction: OwnedDirection,
+}
+
+fn default_scheme() -> String {
+    "http".to_string()
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnedPeer {
+    #[serde(default)]
+    pub mtls: bool,
+    #[serde(default)]
+    pub uri_san: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnedDirection {
+    #[default]
+    Inbound,
+    Outbound,
+}
+
+impl OwnedRequest {
+    /// Every header pair, pseudo-headers first, as the filter sees them in Envoy.
+    pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        let mut pairs: Vec<(&[u8], &[u8])> = vec![
+            (b":method", self.method.as_bytes()),
+            (b":path", self.path.as_bytes()),
+            (b":authority", self.authority.as_bytes()),
+            (b":scheme", self.scheme.as_bytes()),
+        ];
+        pairs.extend(self.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        pairs
+    }
+
+    /// A view over this request and the pairs from [`OwnedRequest::pairs`].
+    pub fn view<'a>(&'a self, pairs: &'a [(&'a [u8], &'a [u8])]) -> RequestView<'a> {
+        RequestView {
+            headers: pairs,
+            peer: Peer { mtls: self.peer.mtls, uri_san: self.peer.uri_san.as_deref().map(str::as_bytes) },
+            direction: match self.direction {
+                OwnedDirection::Inbound => Direction::Inbound,
+                OwnedDirection::Outbound => Direction::Outbound,
+            },
+        }
+    }
+}

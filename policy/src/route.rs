@@ -1,0 +1,231 @@
+//! Route matching: which requests a rule is about (host, canonical path, method).
+
+use std::collections::HashSet;
+
+use crate::document::{PathMatchDoc, RouteMatchDoc};
+use crate::error::ConfigErrors;
+
+/// RFC 9110 `tchar`.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The parts of a request that routes match on, normalised once per request.
+#[derive(Debug, Clone)]
+pub struct RouteInput<'a> {
+    /// Lowercase host, port and one trailing dot removed.
+    pub host: Vec<u8>,
+    /// The canonical path (see [`crate::path`]).
+    pub path: std::borrow::Cow<'a, [u8]>,
+    pub method: &'a [u8],
+}
+
+impl<'a> RouteInput<'a> {
+    pub fn new(authority: &[u8], path: &'a [u8], method: &'a [u8]) -> Self {
+        Self { host: normalize_host(authority), path: crate::path::canonical(path), method }
+    }
+}
+
+/// `API.Example.com.:8443` → `api.example.com`; `[::1]:80` → `[::1]`.
+pub fn normalize_host(authority: &[u8]) -> Vec<u8> {
+    let host = if authority.first() == Some(&b'[') {
+        let end = authority.iter().position(|&b| b == b']').map_or(authority.len(), |e| e + 1);
+        authority.get(..end).unwrap_or_default()
+    } else {
+        let end = authority.iter().rposition(|&b| b == b':').unwrap_or(authority.len());
+        authority.get(..end).unwrap_or_default()
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Exact(Vec<u8>),
+    /// Segment-aware unless the prefix ends with `/`.
+    Prefix(Vec<u8>),
+    Regex(regex_lite::Regex),
+}
+
+impl PathMatcher {
+    fn matches(&self, path: &[u8]) -> bool {
+        match self {
+            PathMatcher::Exact(p) => path == p.as_slice(),
+            PathMatcher::Prefix(p) => {
+                path.starts_with(p)
+                    && (p.ends_with(b"/") || path.len() == p.len() || path.get(p.len()) == Some(&b'/'))
+            }
+            PathMatcher::Regex(re) => re.is_match(&String::from_utf8_lossy(path)),
+        }
+    }
+}
+
+/// A compiled `match` block. Empty dimensions match everything.
+#[derive(Debug, Default)]
+pub struct RouteMatch {
+    exact_hosts: HashSet<Vec<u8>>,
+    /// `.example.com` for `*.example.com`.
+    host_suffixes: Vec<Vec<u8>>,
+    paths: Vec<PathMatcher>,
+    methods: Vec<Vec<u8>>,
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_')
+}
+
+impl RouteMatch {
+    pub fn compile(doc: &RouteMatchDoc, at: &str, errs: &mut ConfigErrors) -> RouteMatch {
+        let mut m = RouteMatch::default();
+        for (i, host) in doc.hosts.iter().enumerate() {
+            let lower = host.to_ascii_lowercase();
+            let lower = lower.strip_suffix('.').unwrap_or(&lower);
+            if let Some(suffix) = lower.strip_prefix("*.") {
+                if valid_host(suffix) {
+                    m.host_suffixes.push(format!(".{suffix}").into_bytes());
+                } else {
+                    errs.push(format!("{at}.hosts[{i}]"), "not a valid wildcard host: use *.example.com");
+                }
+            } else if valid_host(lower) {
+                m.exact_hosts.insert(lower.as_bytes().to_vec());
+            } else {
+                errs.push(format!("{at}.hosts[{i}]"), "not a valid host name (letters, digits, '-', '.'; a wildcard only as a leading '*.')");
+            }
+        }
+        for (i, p) in doc.paths.iter().enumerate() {
+            if let Some(matcher) = compile_path(p, &format!("{at}.paths[{i}]"), errs) {
+                m.paths.push(matcher);
+            }
+        }
+        for (i, method) in doc.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(is_tchar) || method.bytes().any(|b| b.is_ascii_lowercase()) {
+                errs.push(format!("{at}.methods[{i}]"), "must be an uppercase HTTP method token such as GET");
+            }
+            m.methods.push(method.as_bytes().to_vec());
+        }
+        m
+    }
+
+    pub fn matches(&self, input: &RouteInput<'_>) -> bool {
+        let host_ok = (self.exact_hosts.is_empty() && self.host_suffixes.is_empty())
+            || self.exact_hosts.contains(&input.host)
+            || self.host_suffixes.iter().any(|s| input.host.ends_with(s) && input.host.len() > s.len());
+        host_ok
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(&input.path)))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m.as_slice() == input.method))
+    }
+}
+
+fn compile_path(p: &PathMatchDoc, at: &str, errs: &mut ConfigErrors) -> Option<PathMatcher> {
+    let set = [&p.exact, &p.prefix, &p.regex].iter().filter(|o| o.is_some()).count();
+    if set != 1 {
+        errs.push(at, "set exactly one of exact, prefix or regex");
+        return None;
+    }
+    let must_be_canonical = |field: &str, v: &str| {
+        if !v.starts_with('/') {
+            Some(format!("{at}.{field}: must start with '/'"))
+        } else if crate::path::canonical(v.as_bytes()).as_ref() != v.as_bytes() && !(field == "prefix" && v.ends_with('/')) {
+            Some(format!("{at}.{field}: must be written in canonical form (no query, '//', dot segments or encoded unreserved characters); requests are matched on their canonical path"))
+        } else {
+            None
+        }
+    };
+    if let Some(v) = &p.exact {
+        if let Some(msg) = must_be_canonical("exact", v) {
+            let (path, msg) = msg.split_once(": ").unwrap_or((at, &msg));
+            errs.push(path, msg);
+            return None;
+        }
+        return Some(PathMatcher::Exact(v.as_bytes().to_vec()));
+    }
+    if let Some(v) = &p.prefix {
+        if let Some(msg) = must_be_canonical("prefix", v) {
+            let (path, msg) = msg.split_once(": ").unwrap_or((at, &msg));
+            errs.push(path, msg);
+            return None;
+        }
+        return Some(PathMatcher::Prefix(v.as_bytes().to_vec()));
+    }
+    if let Some(v) = &p.regex {
+        if v.len() > 1024 {
+            errs.push(format!("{at}.regex"), "longer than 1024 characters");
+            return None;
+        }
+        return match regex_lite::Regex::new(v) {
+            Ok(re) => Some(PathMatcher::Regex(re)),
+            Err(e) => {
+                errs.push(format!("{at}.regex"), format!("not a valid regex: {}", e.to_string().replace('\n', " ")));
+                None
+            }
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(json: &str) -> Result<RouteMatch, ConfigErrors> {
+        let doc: RouteMatchDoc = serde_json::from_str(json).unwrap();
+        let mut errs = ConfigErrors::default();
+        let m = RouteMatch::compile(&doc, "m", &mut errs);
+        if errs.is_empty() {
+            Ok(m)
+        } else {
+            Err(errs)
+        }
+    }
+
+    fn hit(m: &RouteMatch, authority: &str, path: &str, method: &str) -> bool {
+        m.matches(&RouteInput::new(authority.as_bytes(), path.as_bytes(), method.as_bytes()))
+    }
+
+    #[test]
+    fn hosts() {
+        let m = route(r#"{"hosts": ["API.example.com", "*.svc.local"]}"#).unwrap();
+        assert!(hit(&m, "api.example.com", "/", "GET"));
+        assert!(hit(&m, "API.EXAMPLE.COM.:8443", "/", "GET"));
+        assert!(hit(&m, "a.svc.local", "/", "GET"));
+        assert!(hit(&m, "a.b.svc.local:80", "/", "GET"));
+        assert!(!hit(&m, "svc.local", "/", "GET"), "*.x never matches x itself");
+        assert!(!hit(&m, "evilsvc.local", "/", "GET"));
+        assert!(!hit(&m, "api.example.com.evil.net", "/", "GET"));
+        assert!(!hit(&m, "evilexample.com", "/", "GET"));
+    }
+
+    #[test]
+    fn paths_match_on_the_canonical_form() {
+        let m = route(r#"{"paths": [{"prefix": "/admin"}, {"exact": "/login"}, {"regex": "^/v[0-9]+/items$"}]}"#).unwrap();
+        for p in ["/admin", "/admin/", "/admin/x", "/%61dmin/x", "//admin", "/x/../admin", "/login", "/login?next=/", "/v2/items"] {
+            assert!(hit(&m, "h", p, "GET"), "{p}");
+        }
+        for p in ["/adminx", "/login/", "/logins", "/v2/items/x", "/", "/ad"] {
+            assert!(!hit(&m, "h", p, "GET"), "{p}");
+        }
+        let m = route(r#"{"paths": [{"prefix": "/api/"}]}"#).unwrap();
+        assert!(hit(&m, "h", "/api/x", "GET"));
+        assert!(!hit(&m, "h", "/api", "GET"));
+    }
+
+    #[test]
+    fn methods() {
+        let m = route(r#"{"methods": ["GET", "HEAD"]}"#).unwrap();
+        assert!(hit(&m, "h", "/", "GET"));
+        assert!(!hit(&m, "h", "/", "get"));
+        assert!(!hit(&m, "h", "/", "POST"));
+    }
+
+    #[test]
+    fn invalid_routes_name_the_field() {
+        let e = route(r#"{"hosts": ["ok.com", "bad host"], "paths": [{"prefix": "/a", "exact": "/b"}, {"regex": "("}, {"exact": "/a/../b"}, {"prefix": "x"}], "methods": ["get"]}"#).unwrap_err();
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["m.hosts[1]", "m.paths[0]", "m.paths[1].regex", "m.paths[2].exact", "m.paths[3].prefix", "m.methods[0]"]);
+        assert!(route(r#"{"hosts": ["*.*.com"]}"#).is_err());
+        assert!(route(r#"{"hosts": ["*"]}"#).is_err());
+    }
+}
