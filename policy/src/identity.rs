@@ -72,7 +72,10 @@ impl PeerIdentity {
                 errs.push(format!("{rat}.id"), format!("duplicate rule id '{}'", r.id));
             }
             if r.principals.is_empty() {
-                errs.push(format!("{rat}.principals"), "must list at least one principal (use \"*\" for any peer identity)");
+                errs.push(
+                    format!("{rat}.principals"),
+                    "must list at least one principal (use \"*\" for any peer identity)",
+                );
             }
             let mut principals = Vec::with_capacity(r.principals.len());
             for (j, p) in r.principals.iter().enumerate() {
@@ -157,7 +160,12 @@ impl PeerIdentity {
 
     /// Explicit deny rules beat allow rules; a route with allow rules denies every principal
     /// none of them admits; a route no rule covers gets the default action.
-    fn route_outcome<'r>(&'r self, input: &RouteInput<'_>, principal: Option<&SpiffeId>, include_dry_run: bool) -> RouteOutcome<'r> {
+    fn route_outcome<'r>(
+        &'r self,
+        input: &RouteInput<'_>,
+        principal: Option<&SpiffeId>,
+        include_dry_run: bool,
+    ) -> RouteOutcome<'r> {
         let mut first_allow: Option<&str> = None;
         let mut allowed = false;
         for rule in self.rules.iter().filter(|r| include_dry_run || r.enforced) {
@@ -165,7 +173,9 @@ impl PeerIdentity {
                 continue;
             }
             match rule.action {
-                Action::Deny if rule.admits(principal) => return RouteOutcome::Deny(&rule.id, ReasonCode::PeerIdentityPrincipalDenied),
+                Action::Deny if rule.admits(principal) => {
+                    return RouteOutcome::Deny(&rule.id, ReasonCode::PeerIdentityPrincipalDenied)
+                }
                 Action::Deny => {}
                 Action::Allow => {
                     first_allow.get_or_insert(&rule.id);
@@ -176,7 +186,9 @@ impl PeerIdentity {
         match (allowed, first_allow) {
             (true, _) => RouteOutcome::Allow,
             (false, Some(rule)) => RouteOutcome::Deny(rule, ReasonCode::PeerIdentityPrincipalNotAllowed),
-            (false, None) if self.default_deny => RouteOutcome::Deny("identity.defaultAction", ReasonCode::PeerIdentityNoMatchingRule),
+            (false, None) if self.default_deny => {
+                RouteOutcome::Deny("identity.defaultAction", ReasonCode::PeerIdentityNoMatchingRule)
+            }
             (false, None) => RouteOutcome::Allow,
         }
     }

@@ -81,16 +81,19 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
             .collect();
         obj.insert("headers".into(), Value::Array(headers));
     }
-    obj.insert(
-        "peer".into(),
-        json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text)}),
-    );
+    obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text)}));
     obj.insert("direction".into(), req.direction.as_str().into());
     Value::Object(obj)
 }
 
 /// The decision-log line.
-pub(crate) fn record(policy: &Policy, settings: &LogSettings, decision: &Decision, req: &RequestView<'_>, unix_millis: u64) -> String {
+pub(crate) fn record(
+    policy: &Policy,
+    settings: &LogSettings,
+    decision: &Decision,
+    req: &RequestView<'_>,
+    unix_millis: u64,
+) -> String {
     let primary = decision.primary();
     let findings: Vec<Value> = decision
         .findings
@@ -130,12 +133,7 @@ pub fn rfc3339_millis(unix_millis: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 #[cfg(test)]

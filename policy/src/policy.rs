@@ -84,14 +84,14 @@ impl Policy {
         let doc: PolicyDocument = crate::document::parse(value)?;
         let mut errs = ConfigErrors::default();
         if doc.version != VERSION {
-            errs.push("version", format!("unsupported policy version {} (this build understands {VERSION})", doc.version));
+            errs.push(
+                "version",
+                format!("unsupported policy version {} (this build understands {VERSION})", doc.version),
+            );
         }
         let deny = compile_deny(&doc, &mut errs);
         let log = compile_log(&doc, &mut errs);
-        let identity = doc
-            .identity
-            .as_ref()
-            .map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
+        let identity = doc.identity.as_ref().map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
         if !errs.is_empty() {
             return Err(errs);
         }

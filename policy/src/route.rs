@@ -52,8 +52,7 @@ impl PathMatcher {
         match self {
             PathMatcher::Exact(p) => path == p.as_slice(),
             PathMatcher::Prefix(p) => {
-                path.starts_with(p)
-                    && (p.ends_with(b"/") || path.len() == p.len() || path.get(p.len()) == Some(&b'/'))
+                path.starts_with(p) && (p.ends_with(b"/") || path.len() == p.len() || path.get(p.len()) == Some(&b'/'))
             }
             PathMatcher::Regex(re) => re.is_match(&String::from_utf8_lossy(path)),
         }
@@ -92,7 +91,10 @@ impl RouteMatch {
             } else if valid_host(lower) {
                 m.exact_hosts.insert(lower.as_bytes().to_vec());
             } else {
-                errs.push(format!("{at}.hosts[{i}]"), "not a valid host name (letters, digits, '-', '.'; a wildcard only as a leading '*.')");
+                errs.push(
+                    format!("{at}.hosts[{i}]"),
+                    "not a valid host name (letters, digits, '-', '.'; a wildcard only as a leading '*.')",
+                );
             }
         }
         for (i, p) in doc.paths.iter().enumerate() {
@@ -128,7 +130,9 @@ fn compile_path(p: &PathMatchDoc, at: &str, errs: &mut ConfigErrors) -> Option<P
     let must_be_canonical = |field: &str, v: &str| {
         if !v.starts_with('/') {
             Some(format!("{at}.{field}: must start with '/'"))
-        } else if crate::path::canonical(v.as_bytes()).as_ref() != v.as_bytes() && !(field == "prefix" && v.ends_with('/')) {
+        } else if crate::path::canonical(v.as_bytes()).as_ref() != v.as_bytes()
+            && !(field == "prefix" && v.ends_with('/'))
+        {
             Some(format!("{at}.{field}: must be written in canonical form (no query, '//', dot segments or encoded unreserved characters); requests are matched on their canonical path"))
         } else {
             None
@@ -200,8 +204,19 @@ mod tests {
 
     #[test]
     fn paths_match_on_the_canonical_form() {
-        let m = route(r#"{"paths": [{"prefix": "/admin"}, {"exact": "/login"}, {"regex": "^/v[0-9]+/items$"}]}"#).unwrap();
-        for p in ["/admin", "/admin/", "/admin/x", "/%61dmin/x", "//admin", "/x/../admin", "/login", "/login?next=/", "/v2/items"] {
+        let m =
+            route(r#"{"paths": [{"prefix": "/admin"}, {"exact": "/login"}, {"regex": "^/v[0-9]+/items$"}]}"#).unwrap();
+        for p in [
+            "/admin",
+            "/admin/",
+            "/admin/x",
+            "/%61dmin/x",
+            "//admin",
+            "/x/../admin",
+            "/login",
+            "/login?next=/",
+            "/v2/items",
+        ] {
             assert!(hit(&m, "h", p, "GET"), "{p}");
         }
         for p in ["/adminx", "/login/", "/logins", "/v2/items/x", "/", "/ad"] {
@@ -224,7 +239,10 @@ mod tests {
     fn invalid_routes_name_the_field() {
         let e = route(r#"{"hosts": ["ok.com", "bad host"], "paths": [{"prefix": "/a", "exact": "/b"}, {"regex": "("}, {"exact": "/a/../b"}, {"prefix": "x"}], "methods": ["get"]}"#).unwrap_err();
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["m.hosts[1]", "m.paths[0]", "m.paths[1].regex", "m.paths[2].exact", "m.paths[3].prefix", "m.methods[0]"]);
+        assert_eq!(
+            paths,
+            ["m.hosts[1]", "m.paths[0]", "m.paths[1].regex", "m.paths[2].exact", "m.paths[3].prefix", "m.methods[0]"]
+        );
         assert!(route(r#"{"hosts": ["*.*.com"]}"#).is_err());
         assert!(route(r#"{"hosts": ["*"]}"#).is_err());
     }

@@ -137,13 +137,16 @@ mod tests {
     #[test]
     fn only_the_last_element_counts() {
         // A client-supplied element first, the local Envoy's appended after it.
-        let el = last(&["URI=spiffe://cluster.local/ns/ops/sa/admin,By=spiffe://td/x;URI=spiffe://td/real"]).unwrap().unwrap();
+        let el = last(&["URI=spiffe://cluster.local/ns/ops/sa/admin,By=spiffe://td/x;URI=spiffe://td/real"])
+            .unwrap()
+            .unwrap();
         assert_eq!(uris(&el).collect::<Vec<_>>(), vec![b"spiffe://td/real".as_slice()]);
         // Several header lines read as one list.
         let el = last(&["URI=spiffe://td/forged", "URI=spiffe://td/real"]).unwrap().unwrap();
         assert_eq!(uris(&el).collect::<Vec<_>>(), vec![b"spiffe://td/real".as_slice()]);
         // A quoted comma does not split elements.
-        let el = last(&[r#"URI=spiffe://td/a,Subject="CN=a,URI=spiffe://td/forged";URI=spiffe://td/b"#]).unwrap().unwrap();
+        let el =
+            last(&[r#"URI=spiffe://td/a,Subject="CN=a,URI=spiffe://td/forged";URI=spiffe://td/b"#]).unwrap().unwrap();
         assert_eq!(uris(&el).collect::<Vec<_>>(), vec![b"spiffe://td/b".as_slice()]);
         let el = last(&[r#"Subject="a\"b,c";URI=spiffe://td/b"#]).unwrap().unwrap();
         assert_eq!(el[0].value, b"a\"b,c");

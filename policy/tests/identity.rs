@@ -77,8 +77,14 @@ fn requires_an_mtls_peer_by_default() {
     assert_eq!(Req::new("GET", "/").eval(&p), (Some(ReasonCode::PeerIdentityMissing), true, None));
     assert_eq!(Req::new("GET", "/").mtls(None).eval(&p).0, Some(ReasonCode::PeerIdentityNoUriSan));
     assert_eq!(Req::new("GET", "/").mtls(Some("")).eval(&p).0, Some(ReasonCode::PeerIdentityNoUriSan));
-    assert_eq!(Req::new("GET", "/").mtls(Some("https://example.com/x")).eval(&p).0, Some(ReasonCode::PeerIdentityInvalidSpiffeId));
-    assert_eq!(Req::new("GET", "/").mtls(Some("spiffe://cluster.local/ns/a/../b")).eval(&p).0, Some(ReasonCode::PeerIdentityInvalidSpiffeId));
+    assert_eq!(
+        Req::new("GET", "/").mtls(Some("https://example.com/x")).eval(&p).0,
+        Some(ReasonCode::PeerIdentityInvalidSpiffeId)
+    );
+    assert_eq!(
+        Req::new("GET", "/").mtls(Some("spiffe://cluster.local/ns/a/../b")).eval(&p).0,
+        Some(ReasonCode::PeerIdentityInvalidSpiffeId)
+    );
     assert_eq!(Req::new("GET", "/").mtls(Some(WEB)).eval(&p), (None, false, Some(WEB.into())));
 }
 
@@ -88,7 +94,10 @@ fn anonymous_peers_when_not_required() {
     assert_eq!(Req::new("GET", "/").eval(&p), (None, false, None));
     assert_eq!(Req::new("GET", "/").mtls(None).eval(&p), (None, false, None));
     // A malformed identity is never tolerated.
-    assert_eq!(Req::new("GET", "/").mtls(Some("spiffe://UPPER/x")).eval(&p).0, Some(ReasonCode::PeerIdentityInvalidSpiffeId));
+    assert_eq!(
+        Req::new("GET", "/").mtls(Some("spiffe://UPPER/x")).eval(&p).0,
+        Some(ReasonCode::PeerIdentityInvalidSpiffeId)
+    );
 }
 
 #[test]
@@ -137,7 +146,10 @@ fn xfcc_source_trusts_only_the_last_element() {
         (None, false, Some(ADMIN.into()))
     );
     assert_eq!(Req::new("GET", "/").eval(&p).0, Some(ReasonCode::PeerIdentityXfccInvalid));
-    assert_eq!(Req::new("GET", "/").header("x-forwarded-client-cert", "Subject=\"x").eval(&p).0, Some(ReasonCode::PeerIdentityXfccInvalid));
+    assert_eq!(
+        Req::new("GET", "/").header("x-forwarded-client-cert", "Subject=\"x").eval(&p).0,
+        Some(ReasonCode::PeerIdentityXfccInvalid)
+    );
     assert_eq!(
         Req::new("GET", "/").header("x-forwarded-client-cert", &format!("URI={ADMIN};URI={WEB}")).eval(&p).0,
         Some(ReasonCode::PeerIdentityMultipleUriSans)
@@ -167,7 +179,10 @@ fn default_deny() {
         {"id": "web", "action": "allow", "match": {"hosts": ["*.default.svc.cluster.local"]}, "principals": [WEB]}
     ]}}));
     assert_eq!(Req::new("GET", "/").mtls(Some(WEB)).eval(&p).0, None);
-    assert_eq!(Req::new("GET", "/").mtls(Some(WEB)).authority("other.ns.svc:80").eval(&p).0, Some(ReasonCode::PeerIdentityNoMatchingRule));
+    assert_eq!(
+        Req::new("GET", "/").mtls(Some(WEB)).authority("other.ns.svc:80").eval(&p).0,
+        Some(ReasonCode::PeerIdentityNoMatchingRule)
+    );
 }
 
 #[test]
@@ -187,41 +202,57 @@ fn dry_run_everywhere() {
     assert_eq!(web.eval(&p), (Some(ReasonCode::PeerIdentityPrincipalNotAllowed), false, Some(WEB.into())));
     assert_eq!(web.rule(&p).as_deref(), Some("new-lockdown"));
     assert_eq!(Req::new("GET", "/admin").mtls(Some(ADMIN)).eval(&p).0, None);
-    assert_eq!(Req::new("GET", "/admin").mtls(Some(BATCH)).eval(&p), (Some(ReasonCode::PeerIdentityPrincipalDenied), true, Some(BATCH.into())));
+    assert_eq!(
+        Req::new("GET", "/admin").mtls(Some(BATCH)).eval(&p),
+        (Some(ReasonCode::PeerIdentityPrincipalDenied), true, Some(BATCH.into()))
+    );
     // A rule cannot escalate a dry-run check to enforce.
     let p = policy(json!({"version": 1, "identity": {"mode": "dry-run", "rules": [
         {"id": "r", "action": "deny", "mode": "enforce", "principals": ["*"]}
     ]}}));
-    assert_eq!(Req::new("GET", "/").mtls(Some(WEB)).eval(&p), (Some(ReasonCode::PeerIdentityPrincipalDenied), false, Some(WEB.into())));
+    assert_eq!(
+        Req::new("GET", "/").mtls(Some(WEB)).eval(&p),
+        (Some(ReasonCode::PeerIdentityPrincipalDenied), false, Some(WEB.into()))
+    );
 }
 
 #[test]
 fn invalid_policies_name_the_field() {
     assert_eq!(errors(json!({"version": 1, "identity": {"bogus": 1}})).len(), 1);
-    assert!(errors(json!({"version": 1, "identity": {"bogus": 1}}))[0].starts_with("identity"), "{:?}", errors(json!({"version": 1, "identity": {"bogus": 1}})));
+    assert!(
+        errors(json!({"version": 1, "identity": {"bogus": 1}}))[0].starts_with("identity"),
+        "{:?}",
+        errors(json!({"version": 1, "identity": {"bogus": 1}}))
+    );
     assert!(errors(json!({"version": 1, "extra": true}))[0].contains("unknown field `extra`"));
     assert!(errors(json!({"identity": {}}))[0].contains("missing field `version`"));
     assert_eq!(errors(json!({"version": 2})), ["version: unsupported policy version 2 (this build understands 1)"]);
-    assert!(errors(json!({"version": 1, "identity": {"requirePeerIdentity": "yes"}}))[0].starts_with("identity.requirePeerIdentity: invalid type"));
-    assert!(errors(json!({"version": 1, "identity": {"rules": [{"id": "a", "action": "allow", "principals": [7]}]}}))[0]
-        .starts_with("identity.rules[0].principals[0]: invalid type"));
+    assert!(errors(json!({"version": 1, "identity": {"requirePeerIdentity": "yes"}}))[0]
+        .starts_with("identity.requirePeerIdentity: invalid type"));
+    assert!(errors(json!({"version": 1, "identity": {"rules": [{"id": "a", "action": "allow", "principals": [7]}]}}))
+        [0]
+    .starts_with("identity.rules[0].principals[0]: invalid type"));
     let e = errors(json!({"version": 1, "denyResponse": {"status": 200}, "identity": {
-        "trustDomains": ["cluster.local", "Bad.TD"],
-        "rules": [
-            {"id": "ok", "action": "allow", "principals": ["*"]},
-            {"id": "ok", "action": "deny", "principals": ["spiffe://cluster.local/ns/*/sa/*", "spiffe://other/ns/x", "not-an-id"], "match": {"paths": [{"regex": "(["}]}},
-            {"id": "empty", "action": "allow", "principals": []}
-        ]}}));
+    "trustDomains": ["cluster.local", "Bad.TD"],
+    "rules": [
+        {"id": "ok", "action": "allow", "principals": ["*"]},
+        {"id": "ok", "action": "deny", "principals": ["spiffe://cluster.local/ns/*/sa/*", "spiffe://other/ns/x", "not-an-id"], "match": {"paths": [{"regex": "(["}]}},
+        {"id": "empty", "action": "allow", "principals": []}
+    ]}}));
     let paths: Vec<&str> = e.iter().map(|l| l.split(':').next().unwrap()).collect();
-    assert_eq!(paths, [
-        "denyResponse.status",
-        "identity.trustDomains[1]",
-        "identity.rules[1].id",
-        "identity.rules[1].principals[1]",
-        "identity.rules[1].principals[2]",
-        "identity.rules[1].match.paths[0].regex",
-        "identity.rules[2].principals",
-    ], "{e:#?}");
+    assert_eq!(
+        paths,
+        [
+            "denyResponse.status",
+            "identity.trustDomains[1]",
+            "identity.rules[1].id",
+            "identity.rules[1].principals[1]",
+            "identity.rules[1].principals[2]",
+            "identity.rules[1].match.paths[0].regex",
+            "identity.rules[2].principals",
+        ],
+        "{e:#?}"
+    );
     assert!(Policy::from_json(b"{not json").unwrap_err().to_string().contains("not valid JSON"));
     assert!(errors(json!({"version": 1, "mode": "audit"}))[0].starts_with("mode: unknown variant `audit`"));
 }
@@ -229,7 +260,8 @@ fn invalid_policies_name_the_field() {
 #[test]
 fn revision_ignores_formatting() {
     let a = Policy::from_json(br#"{"version":1,"identity":{"trustDomains":["cluster.local"]}}"#).unwrap();
-    let b = Policy::from_json(b"{ \"identity\": { \"trustDomains\": [ \"cluster.local\" ] },\n \"version\": 1 }").unwrap();
+    let b =
+        Policy::from_json(b"{ \"identity\": { \"trustDomains\": [ \"cluster.local\" ] },\n \"version\": 1 }").unwrap();
     let c = Policy::from_json(br#"{"version":1,"identity":{"trustDomains":["other"]}}"#).unwrap();
     assert_eq!(a.revision(), b.revision());
     assert_ne!(a.revision(), c.revision());
@@ -265,9 +297,13 @@ fn deny_body_and_log_line_hold_no_secrets() {
 
     let body = String::from_utf8(p.deny_response().body(d.primary().map(|f| f.code), view.request_id())).unwrap();
     assert_eq!(body, "{\"code\":\"peer_identity_missing\",\"error\":\"access denied\",\"requestId\":\"req-1\"}\n");
-    let quiet = policy(json!({"version": 1, "denyResponse": {"includeReasonCode": false, "status": 401, "message": "nope"}}));
+    let quiet =
+        policy(json!({"version": 1, "denyResponse": {"includeReasonCode": false, "status": 401, "message": "nope"}}));
     assert_eq!(quiet.deny_response().status, 401);
-    assert_eq!(String::from_utf8(quiet.deny_response().body(d.primary().map(|f| f.code), Some(b"bad id\""))).unwrap(), "{\"error\":\"nope\"}\n");
+    assert_eq!(
+        String::from_utf8(quiet.deny_response().body(d.primary().map(|f| f.code), Some(b"bad id\""))).unwrap(),
+        "{\"error\":\"nope\"}\n"
+    );
 }
 
 #[test]
@@ -287,5 +323,6 @@ fn allow_sampling_is_by_request_id() {
         assert_eq!(half.should_log(&d, &view), half.should_log(&d, &view));
     }
     assert!((400..600).contains(&logged), "{logged}");
-    assert!(errors(json!({"version": 1, "decisionLog": {"allowSampleRate": 1.5}}))[0].starts_with("decisionLog.allowSampleRate"));
+    assert!(errors(json!({"version": 1, "decisionLog": {"allowSampleRate": 1.5}}))[0]
+        .starts_with("decisionLog.allowSampleRate"));
 }
