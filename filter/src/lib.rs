@@ -1,1 +1,37 @@
-//! placeholder
+//! meshguard's Proxy-Wasm adapter: the thin layer between Envoy and [`policy`].
+//!
+//! It reads what Envoy offers (the request header map, and the connection properties the
+//! compiled policy needs), builds a [`policy::RequestView`], calls
+//! [`policy::Policy::evaluate`], and then enforces (a local reply) or lets the request go on,
+//! counts metrics and writes at most one decision-log line. No policy rule lives here.
+//!
+//! - [`plugin`]: the root context (policy compiled once per configuration in `on_configure`)
+//!   and the per-request [`plugin::RequestGuard`].
+//! - [`header_map`]: the host's serialized header map, parsed without trusting it (fuzzed).
+//! - [`metrics`]: counter names as they appear in Envoy's `/stats/prometheus`.
+//! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
+//!   that no SDK `panic!`/`unwrap()` sits on the request path.
+//!
+//! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev>` per accepted
+//! configuration, one `meshguard: policy rejected: <path>: <message>` per error of a rejected
+//! one (error level), and one `meshguard.decision {...}` JSON line per logged decision (info).
+//!
+//! Failure behaviour: a request meshguard cannot inspect (no policy, unreadable header map) is
+//! refused with 503 and counted in `meshguard_errors_total`; a failed metric or log host call
+//! never affects the request.
+#![deny(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod header_map;
+mod hostcalls;
+pub mod metrics;
+pub mod plugin;
+
+// The module's entry point (`_initialize`): install the SDK's logger (which also logs any
+// panic at critical level before the trap) and the root context factory.
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(plugin::PolicyRoot::new())
+    });
+}}

@@ -1,0 +1,177 @@
+//! The only `unsafe` in meshguard: the few Proxy-Wasm host calls made while serving traffic,
+//! declared against the ABI directly.
+//!
+//! Why not the SDK's wrappers: proxy-wasm 0.2.5 `panic!`s on any status it does not expect,
+//! its `get_http_request_headers_bytes` unwraps `String::from_utf8` on header names, and the
+//! `Context` trait methods `unwrap()` errors such as `SerializationFailure`. A panic traps the
+//! VM, and a trapped VM fails every request on that worker. Here every status comes back as a
+//! [`Status`] for the caller to handle, and header bytes are parsed by the safe, fuzzed
+//! [`crate::header_map::parse`].
+//!
+//! Each `unsafe` block below is an FFI call with pointers to live locals or slices, or the
+//! adoption of a buffer the host allocated for us through the SDK's
+//! `proxy_on_memory_allocate` (a boxed `[u8]` of exactly `size` bytes), exactly as the SDK
+//! itself adopts it.
+#![allow(unsafe_code)]
+
+use std::ptr::null_mut;
+
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+
+/// A non-`Ok` status from the host (the raw ABI value: 1 NotFound, 2 BadArgument, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u32);
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+}
+
+/// Take ownership of a buffer the host allocated in our memory. A null pointer or a zero size
+/// is an empty buffer.
+fn adopt(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        // Nothing to free: the host only allocates for a non-empty value.
+        return Vec::new();
+    }
+    // SAFETY: the host got `data` from `proxy_on_memory_allocate(size)`, which returns a
+    // leaked `Box<[u8]>` of exactly `size` bytes, so capacity == length == size; ownership
+    // passes to us with this call (the SDK does exactly this in `get_map_bytes`).
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// The request header map, serialized (see [`crate::header_map`]): one host call, one buffer,
+/// pseudo-headers included.
+pub fn request_header_map() -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; both out-pointers point to live locals.
+    let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
+    match status {
+        OK => Ok(adopt(data, size)),
+        other => Err(Status(other)),
+    }
+}
+
+/// A property, by its path already joined with NULs (`b"connection\0mtls"`). `Ok(None)` when
+/// the host has no such property for this request.
+pub fn property(path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; `path` is a live slice, the out-pointers point to live locals.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    match status {
+        OK if data.is_null() => Ok(None),
+        OK => Ok(Some(adopt(data, size))),
+        NOT_FOUND => Ok(None),
+        other => Err(Status(other)),
+    }
+}
+
+/// Define (or look up, for a name defined before) a counter; returns its id.
+pub fn define_counter(name: &str) -> Result<u32, Status> {
+    let mut id: u32 = 0;
+    // SAFETY: FFI call; `name` is a live slice, the out-pointer points to a live local.
+    let status = unsafe { proxy_define_metric(MetricType::Counter as u32, name.as_ptr(), name.len(), &mut id) };
+    match status {
+        OK => Ok(id),
+        other => Err(Status(other)),
+    }
+}
+
+/// Add one to a counter.
+pub fn increment(metric_id: u32) -> Result<(), Status> {
+    // SAFETY: FFI call with plain values.
+    match unsafe { proxy_increment_metric(metric_id, 1) } {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Ask Envoy to answer the request itself. `headers` is a serialized header map;
+/// `details` lands in Envoy's `%RESPONSE_CODE_DETAILS%`. The caller then returns
+/// `Action::Pause`.
+pub fn send_local_response(status_code: u16, details: &str, body: &[u8], headers: &[u8]) -> Result<(), Status> {
+    // SAFETY: FFI call; every pointer comes from a live slice with its own length. -1 means
+    // "no gRPC status" (the SDK's default too).
+    let status = unsafe {
+        proxy_send_local_response(
+            u32::from(status_code),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    match status {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Write one line to Envoy's log without going through `format!` again.
+pub fn log(level: LogLevel, message: &str) -> Result<(), Status> {
+    // SAFETY: FFI call; `message` is a live slice.
+    match unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) } {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Wall-clock time, in nanoseconds since the Unix epoch, as the host sees it.
+pub fn now_unix_nanos() -> Result<u64, Status> {
+    let mut nanos: u64 = 0;
+    // SAFETY: FFI call; the out-pointer points to a live local.
+    match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
+        OK => Ok(nanos),
+        other => Err(Status(other)),
+    }
+}
+
+/// The plugin configuration (in `on_configure`): the policy document's bytes. Empty when the
+/// plugin has no configuration.
+pub fn plugin_configuration() -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; both out-pointers point to live locals.
+    let status =
+        unsafe { proxy_get_buffer_bytes(BufferType::PluginConfiguration as u32, 0, usize::MAX, &mut data, &mut size) };
+    match status {
+        OK => Ok(adopt(data, size)),
+        NOT_FOUND => Ok(Vec::new()),
+        other => Err(Status(other)),
+    }
+}

@@ -1,0 +1,279 @@
+//! The Proxy-Wasm contexts: one root context per plugin configuration (compiles the policy),
+//! one [`RequestGuard`] per HTTP request (reads, evaluates, enforces).
+//!
+//! No policy rule lives here. A request is: one host call for the header map, the connection
+//! properties the compiled policy asks for ([`policy::Needs`]), one `Policy::evaluate`, then
+//! counters, at most one decision-log line, and a local reply when a finding is enforced.
+
+use std::rc::Rc;
+
+use policy::{Decision, Direction, Peer, Policy, RequestView, Verdict};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use crate::hostcalls;
+use crate::metrics::{Metrics, Outcome};
+
+/// Prefix of every decision-log line; what follows is one JSON object. Stable: log pipelines
+/// and tests match on `meshguard.decision {`.
+pub const DECISION_LOG_PREFIX: &str = "meshguard.decision ";
+
+/// `connection.mtls`: Envoy serializes a CEL bool as one byte, 0 or 1.
+const PROPERTY_MTLS: &[u8] = b"connection\0mtls";
+/// `connection.uri_san_peer_certificate`: the first URI SAN of the peer certificate, bytes.
+const PROPERTY_URI_SAN: &[u8] = b"connection\0uri_san_peer_certificate";
+
+/// The local reply's headers, serialized once at compile time: only the content type, nothing
+/// that says more than the body does.
+#[rustfmt::skip]
+pub(crate) const DENY_HEADERS: &[u8] = &[
+    1, 0, 0, 0,
+    12, 0, 0, 0, 16, 0, 0, 0,
+    b'c', b'o', b'n', b't', b'e', b'n', b't', b'-', b't', b'y', b'p', b'e', 0,
+    b'a', b'p', b'p', b'l', b'i', b'c', b'a', b't', b'i', b'o', b'n', b'/', b'j', b's', b'o', b'n', 0,
+];
+
+/// What a client gets when meshguard cannot inspect its request at all (no policy loaded, or
+/// the host handed over an unreadable header map). meshguard fails closed: a security filter
+/// that cannot look must not wave traffic through.
+const UNINSPECTABLE_STATUS: u16 = 503;
+const UNINSPECTABLE_BODY: &[u8] = b"{\"error\":\"request could not be inspected\"}\n";
+
+/// The root context: owns the compiled policy of the current configuration.
+pub struct PolicyRoot {
+    policy: Option<Rc<Policy>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+impl PolicyRoot {
+    pub fn new() -> Self {
+        Self { policy: None, metrics: None }
+    }
+
+    /// Counters are defined once per root context, on first configuration.
+    fn metrics(&mut self) -> Rc<Metrics> {
+        self.metrics.get_or_insert_with(|| Rc::new(Metrics::define())).clone()
+    }
+}
+
+impl Default for PolicyRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Context for PolicyRoot {}
+
+impl RootContext for PolicyRoot {
+    /// Parse, validate and compile the policy. On any error, log every error with its JSON
+    /// path and return false: Envoy then refuses this configuration and keeps the last good
+    /// one.
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let metrics = self.metrics();
+        let bytes = match hostcalls::plugin_configuration() {
+            Ok(bytes) => bytes,
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "meshguard: policy rejected: cannot read the plugin configuration (host status {})",
+                        status.0
+                    ),
+                );
+                metrics.config_rejected();
+                return false;
+            }
+        };
+        match Policy::from_json(&bytes) {
+            Ok(policy) => {
+                log(LogLevel::Info, &format!("meshguard: policy accepted revision={}", policy.revision()));
+                metrics.config_accepted();
+                self.policy = Some(Rc::new(policy));
+                true
+            }
+            Err(errors) => {
+                for error in errors.iter() {
+                    log(LogLevel::Error, &format!("meshguard: policy rejected: {error}"));
+                }
+                metrics.config_rejected();
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never None: the SDK panics on None. Without metrics (no configuration seen, which
+        // Envoy does not do) the guard counts nothing.
+        let metrics = self.metrics.clone().unwrap_or_else(|| Rc::new(Metrics::none()));
+        Some(Box::new(RequestGuard { policy: self.policy.clone(), metrics }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One HTTP request's view of the policy.
+pub struct RequestGuard {
+    policy: Option<Rc<Policy>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Context for RequestGuard {}
+
+impl HttpContext for RequestGuard {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match self.policy.as_deref() {
+            Some(policy) => guard(policy, &self.metrics),
+            None => {
+                // Envoy creates no request context for a plugin whose configuration failed,
+                // so this is a host anomaly; fail closed.
+                log(LogLevel::Error, "meshguard: no policy loaded; refusing the request");
+                uninspectable(&self.metrics)
+            }
+        }
+    }
+}
+
+/// Read, evaluate, count, log, enforce.
+fn guard(policy: &Policy, metrics: &Metrics) -> Action {
+    let buf = match hostcalls::request_header_map() {
+        Ok(buf) => buf,
+        Err(status) => {
+            log(LogLevel::Error, &format!("meshguard: cannot read request headers (host status {})", status.0));
+            return uninspectable(metrics);
+        }
+    };
+    let Some(headers) = crate::header_map::parse(&buf) else {
+        log(LogLevel::Error, "meshguard: malformed request header map from the host");
+        return uninspectable(metrics);
+    };
+
+    // Fetched only when a check reads them; each is a host call. Their buffers outlive the view.
+    let (mtls, uri_san) = if policy.needs().peer { peer_properties() } else { (false, None) };
+    let peer = Peer { mtls, uri_san: uri_san.as_deref() };
+    // TODO(direction): Inbound until the policy says otherwise; Envoy's `listener_direction`
+    // property can tell sidecar inbound from outbound when egress checks need it.
+    let view = RequestView::new(&headers, peer, Direction::Inbound);
+
+    let decision = policy.evaluate(&view);
+    let outcome = outcome(&decision);
+    metrics.request(outcome);
+    for finding in &decision.findings {
+        metrics.finding(finding.check, finding.code, finding.enforced);
+    }
+
+    if policy.should_log(&decision, &view) {
+        let unix_millis = hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000);
+        let line = policy.decision_log_line(&decision, &view, unix_millis);
+        let mut message = String::with_capacity(DECISION_LOG_PREFIX.len() + line.len());
+        message.push_str(DECISION_LOG_PREFIX);
+        message.push_str(&line);
+        log(LogLevel::Info, &message);
+    }
+
+    if outcome != Outcome::Denied {
+        return Action::Continue;
+    }
+    let deny = policy.deny_response();
+    let code = decision.primary().map(|f| f.code);
+    let body = deny.body(code, view.request_id());
+    // Envoy's %RESPONSE_CODE_DETAILS% for access logs; never sent to the client.
+    let details = match code {
+        Some(code) => format!("meshguard_denied.{}", code.as_str()),
+        None => String::from("meshguard_denied"),
+    };
+    if let Err(status) = hostcalls::send_local_response(deny.status, &details, &body, DENY_HEADERS) {
+        // Still Pause: a denied request must not reach the upstream, even if it hangs.
+        log(LogLevel::Error, &format!("meshguard: local reply failed (host status {})", status.0));
+    }
+    Action::Pause
+}
+
+/// `connection.mtls`, then — only for an mTLS peer, since without a client certificate there
+/// is no SAN to read — `connection.uri_san_peer_certificate`. Host errors read as "no mTLS" /
+/// "no SAN": the identity check then fails closed.
+fn peer_properties() -> (bool, Option<Vec<u8>>) {
+    let mtls = matches!(hostcalls::property(PROPERTY_MTLS), Ok(Some(v)) if is_true(&v));
+    if !mtls {
+        return (false, None);
+    }
+    (true, hostcalls::property(PROPERTY_URI_SAN).ok().flatten())
+}
+
+/// Envoy serializes a CEL bool as `sizeof(bool)` bytes: exactly one byte, 1 for true.
+/// Anything else is not true.
+pub(crate) fn is_true(value: &[u8]) -> bool {
+    value == [1]
+}
+
+pub(crate) fn outcome(decision: &Decision) -> Outcome {
+    match (decision.verdict(), decision.enforced()) {
+        (Verdict::Allow, _) => Outcome::Allowed,
+        (Verdict::Deny, true) => Outcome::Denied,
+        (Verdict::Deny, false) => Outcome::WouldDeny,
+    }
+}
+
+fn uninspectable(metrics: &Metrics) -> Action {
+    metrics.error();
+    let _ = hostcalls::send_local_response(
+        UNINSPECTABLE_STATUS,
+        "meshguard_uninspectable",
+        UNINSPECTABLE_BODY,
+        DENY_HEADERS,
+    );
+    Action::Pause
+}
+
+/// Log through the host; a failed log call must not fail anything.
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::{Check, Finding, ReasonCode};
+
+    #[test]
+    fn deny_headers_are_exactly_the_content_type() {
+        let parsed = crate::header_map::parse(DENY_HEADERS).unwrap();
+        assert_eq!(parsed, vec![(&b"content-type"[..], &b"application/json"[..])]);
+        let rebuilt = crate::header_map::serialize(&parsed).unwrap();
+        assert_eq!(rebuilt, DENY_HEADERS);
+    }
+
+    #[test]
+    fn only_a_single_one_byte_is_true() {
+        assert!(is_true(&[1]));
+        for v in [&[][..], &[0], &[2], &[1, 0], b"true"] {
+            assert!(!is_true(v), "{v:?}");
+        }
+    }
+
+    fn finding(enforced: bool) -> Finding {
+        Finding {
+            check: Check::PeerIdentity,
+            code: ReasonCode::PeerIdentityMissing,
+            rule: "identity.requirePeerIdentity".into(),
+            enforced,
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_decision() {
+        let mut d = Decision::default();
+        assert_eq!(outcome(&d), Outcome::Allowed);
+        d.findings.push(finding(false));
+        assert_eq!(outcome(&d), Outcome::WouldDeny);
+        d.findings.push(finding(true));
+        assert_eq!(outcome(&d), Outcome::Denied);
+    }
+
+    #[test]
+    fn uninspectable_body_is_json() {
+        let v: serde_json::Value = serde_json::from_slice(UNINSPECTABLE_BODY).unwrap();
+        assert!(v.get("error").is_some());
+    }
+}
