@@ -1,1 +1,260 @@
-fn main() {}
+//! `meshguard`: the command line for people who write and tune meshguard policies.
+//!
+//! - `check POLICY...`       validate policies (exit 1 with `PATH: message` lines on stderr)
+//! - `eval`                  decide one request offline, exactly as the filter would
+//! - `replay`                re-decide logged requests under a (new) policy
+//! - `render`                print the Istio WasmPlugin or the Envoy ECDS resource for a policy
+//! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream)
+//! - `demo`                  run the local mesh, send sample requests, show the decisions
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use harness::policy_file::{load_policy, PolicyFileError};
+use policy::request::OwnedRequest;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "meshguard", version, about = "meshguard policy tooling and local mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate policy files: exit 0 when all are valid, 1 with one `PATH: message` line per error.
+    Check {
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Decide one request offline. Exit 0 allow (dry-run findings included), 1 deny, 2 error.
+    Eval {
+        #[arg(long)]
+        policy: PathBuf,
+        /// REQUEST.json: {"method","path","authority","scheme","headers":[[n,v]...],"peer":{"mtls","uriSan"},"direction"}
+        #[arg(long)]
+        request: PathBuf,
+    },
+    /// Re-decide the requests of decision-log lines (Envoy's log or JSON lines) under POLICY
+    /// and show which decisions would change.
+    Replay {
+        #[arg(long)]
+        policy: PathBuf,
+        /// Log files; `-` or none reads standard input.
+        logs: Vec<PathBuf>,
+    },
+    /// Print deployment manifests for a policy.
+    Render {
+        #[arg(value_enum)]
+        what: RenderTarget,
+        #[arg(long)]
+        policy: PathBuf,
+        /// WasmPlugin: the module URL (oci://, https:// or file://). ECDS: the local .wasm path.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "meshguard")]
+        name: String,
+        #[arg(long, default_value = "istio-system")]
+        namespace: String,
+        /// WasmPlugin: workload selector labels, `key=value` (repeatable). None: every workload.
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
+    },
+    /// Run the local mesh until interrupted.
+    Up {
+        /// Defaults to envoy-config/policies/demo.yaml.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print one JSON line describing the mesh instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the local mesh with the demo policy, send sample requests, print the decisions.
+    Demo {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RenderTarget {
+    /// An Istio `WasmPlugin` (extensions.istio.io/v1alpha1).
+    Wasmplugin,
+    /// The Envoy ECDS resource file the local mesh uses.
+    Ecds,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { policies } => return check(&policies),
+        Command::Eval { policy, request } => return eval(&policy, &request),
+        Command::Replay { policy, logs } => replay(&policy, &logs),
+        Command::Render { what, policy, url, name, namespace, selectors } => {
+            render(what, &policy, url, &name, &namespace, &selectors)
+        }
+        Command::Up { policy, json } => harness::demo::up(policy.as_deref(), json),
+        Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshguard: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_policy_error(path: &Path, e: &PolicyFileError) {
+    match e {
+        PolicyFileError::Unreadable(msg) => eprintln!("{}: {msg}", path.display()),
+        PolicyFileError::Invalid(errs) => {
+            for err in errs.iter() {
+                eprintln!("{err}");
+            }
+        }
+    }
+}
+
+fn check(policies: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in policies {
+        match load_policy(path) {
+            Ok(p) => println!("{}: ok (revision {})", path.display(), p.revision()),
+            Err(e) => {
+                ok = false;
+                print_policy_error(path, &e);
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn decision_json(d: &policy::Decision) -> serde_json::Value {
+    json!({
+        "verdict": d.verdict().as_str(),
+        "enforced": d.enforced(),
+        "findings": d.findings.iter().map(|f| json!({
+            "check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced,
+        })).collect::<Vec<_>>(),
+        "principal": d.principal,
+    })
+}
+
+fn eval(policy_path: &Path, request_path: &Path) -> ExitCode {
+    let policy = match load_policy(policy_path) {
+        Ok(p) => p,
+        Err(e) => {
+            print_policy_error(policy_path, &e);
+            return ExitCode::from(2);
+        }
+    };
+    let request: OwnedRequest = match std::fs::read_to_string(request_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: {e}", request_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let pairs = request.pairs();
+    let decision = policy.evaluate(&request.view(&pairs));
+    println!("{}", decision_json(&decision));
+    if decision.enforced() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The decision-log JSON in a line of Envoy's log (after `meshguard.decision `) or a bare
+/// JSON line.
+fn decision_record(line: &str) -> Option<serde_json::Value> {
+    let json = match line.find("meshguard.decision {") {
+        Some(i) => line.get(i + "meshguard.decision ".len()..)?,
+        None if line.trim_start().starts_with('{') => line.trim(),
+        None => return None,
+    };
+    serde_json::from_str(json.trim_end()).ok()
+}
+
+fn replay(policy_path: &Path, logs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let policy = match load_policy(policy_path) {
+        Ok(p) => p,
+        Err(e) => {
+            print_policy_error(policy_path, &e);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut readers: Vec<Box<dyn BufRead>> = Vec::new();
+    if logs.is_empty() || logs.iter().any(|p| p.as_os_str() == "-") {
+        readers.push(Box::new(std::io::stdin().lock()));
+    }
+    for path in logs.iter().filter(|p| p.as_os_str() != "-") {
+        readers.push(Box::new(std::io::BufReader::new(std::fs::File::open(path)?)));
+    }
+    let (mut total, mut changed) = (0u64, 0u64);
+    let mut out = std::io::stdout().lock();
+    for reader in readers {
+        for line in reader.lines() {
+            let Some(record) = decision_record(&line?) else { continue };
+            let Ok(request) = serde_json::from_value::<OwnedRequest>(record["request"].clone()) else { continue };
+            let pairs = request.pairs();
+            let decision = policy.evaluate(&request.view(&pairs));
+            let before = record["outcome"].as_str().unwrap_or("?");
+            let after = decision.outcome();
+            total += 1;
+            if before != after {
+                changed += 1;
+            }
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "requestId": record["requestId"],
+                    "before": {"outcome": before, "code": record["code"], "rule": record["rule"], "policyRevision": record["policyRevision"]},
+                    "after": {"outcome": after, "code": decision.primary().map(|f| f.code.as_str()), "rule": decision.primary().map(|f| f.rule.as_str()), "policyRevision": policy.revision()},
+                    "changed": before != after,
+                })
+            )?;
+        }
+    }
+    eprintln!("replayed {total} decisions under revision {}: {changed} changed", policy.revision());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(
+    what: RenderTarget,
+    policy_path: &Path,
+    url: Option<String>,
+    name: &str,
+    namespace: &str,
+    selectors: &[String],
+) -> anyhow::Result<ExitCode> {
+    // Never render a policy the filter would refuse.
+    if let Err(e) = load_policy(policy_path) {
+        print_policy_error(policy_path, &e);
+        return Ok(ExitCode::from(1));
+    }
+    let value = harness::policy_file::load_value(policy_path)?;
+    match what {
+        RenderTarget::Wasmplugin => {
+            let url = url.unwrap_or_else(|| "oci://ghcr.io/meshguard/meshguard:0.1.0".to_string());
+            print!("{}", harness::render::wasm_plugin(&value, &url, name, namespace, selectors)?);
+        }
+        RenderTarget::Ecds => {
+            let wasm = url.map(PathBuf::from).unwrap_or_else(harness::mesh::wasm_path);
+            print!("{}", harness::render::ecds(&value.to_string(), &wasm)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,455 @@
+//! The local mesh: one Istio-shaped sidecar (real Envoy) in front of the echo upstream, with
+//! meshguard.wasm delivered by ECDS, and a fresh SPIFFE test PKI.
+//!
+//! ```text
+//!  client ──(plaintext | mTLS with a test SVID)──> Envoy virtualInbound ──> echo upstream
+//!                                                  └ HCM: [default.meshguard (ECDS), router]
+//! ```
+//!
+//! [`Mesh::start`] mints the PKI, starts the echo, renders `envoy-config/sidecar-inbound.yaml`
+//! and `envoy-config/ecds-wasm.yaml`, starts Envoy, waits until it is ready and checks that the
+//! policy was accepted. [`Mesh::update_policy`] replaces the ECDS file atomically, as an ECDS
+//! push would, and reports whether the plugin accepted it. Dropping the [`Mesh`] stops Envoy
+//! (by its PID) and the echo, and removes the work dir unless `MESHGUARD_KEEP` is set (or the
+//! thread is panicking: a failed test keeps its logs).
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::client::TlsIdentity;
+use crate::echo::Echo;
+use crate::envoy::{Envoy, EnvoyOptions};
+use crate::pki::Pki;
+use crate::Result;
+
+/// The sidecar's inbound listener template (see `envoy-config/README.md`).
+pub const SIDECAR_INBOUND_TEMPLATE: &str = include_str!("../../envoy-config/sidecar-inbound.yaml");
+/// The ECDS resource template for the WasmPlugin.
+pub const ECDS_WASM_TEMPLATE: &str = include_str!("../../envoy-config/ecds-wasm.yaml");
+/// The name of the ECDS resource and of the HTTP filter (Istio: `<namespace>.<WasmPlugin>`).
+pub const ECDS_RESOURCE_NAME: &str = "default.meshguard";
+/// The name of the inbound listener.
+pub const LISTENER_NAME: &str = "virtualInbound";
+/// The allow-all policy.
+pub const ALLOW_ALL_POLICY: &str = r#"{"version":1}"#;
+/// How long [`Mesh::start`] waits for Envoy to be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// What Envoy 1.40 logs (warning) when it refuses an ECDS file, e.g. because the plugin's
+/// `on_configure` returned false: `Filesystem config update rejected: Unable to create Wasm
+/// plugin meshguard`.
+pub const REJECTED_LOG_LINE: &str = "Filesystem config update rejected";
+/// How long [`Mesh::update_policy`] waits for Envoy to process a new ECDS file.
+pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start a [`Mesh`].
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// The policy document (JSON), sent verbatim as the plugin configuration.
+    pub policy_json: String,
+    /// Where configs, PKI and logs go. Default: a fresh dir under
+    /// `<workspace>/target/meshguard-runs/`, removed on drop unless `MESHGUARD_KEEP` is set.
+    /// A dir given here is never removed.
+    pub work_dir: Option<PathBuf>,
+    /// The Wasm module. Default: [`wasm_path`] (it must exist: see [`build_wasm`]).
+    pub wasm: Option<PathBuf>,
+    /// The trust domain of the mesh's workloads (default `cluster.local`).
+    pub trust_domain: String,
+    /// Another listener template with the same placeholders (default: the sidecar inbound one).
+    pub envoy_template: Option<PathBuf>,
+    /// How Envoy is started (log level, extra args).
+    pub envoy: EnvoyOptions,
+    /// Start even if the plugin rejects the policy (then requests get Envoy's 500 `NFCF`);
+    /// by default such a start is an error that quotes Envoy's log.
+    pub allow_rejected_policy: bool,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            policy_json: ALLOW_ALL_POLICY.to_string(),
+            work_dir: None,
+            wasm: None,
+            trust_domain: "cluster.local".to_string(),
+            envoy_template: None,
+            envoy: EnvoyOptions::default(),
+            allow_rejected_policy: false,
+        }
+    }
+}
+
+impl MeshOptions {
+    /// The defaults with this policy.
+    pub fn with_policy(policy_json: impl Into<String>) -> Self {
+        MeshOptions { policy_json: policy_json.into(), ..Default::default() }
+    }
+}
+
+/// What Envoy did with a policy written to the ECDS file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyUpdate {
+    /// Accepted: the plugin's `on_configure` returned true; new requests see it.
+    Applied,
+    /// Rejected (e.g. `on_configure` returned false): the previous policy stays in force.
+    /// `log` holds the Envoy log lines written meanwhile (the plugin's reasons included).
+    Rejected {
+        /// Envoy's log lines written while the update was processed.
+        log: String,
+    },
+}
+
+/// A running local mesh. Drop stops everything.
+pub struct Mesh {
+    // Field order is drop order: Envoy first (it holds connections to the echo).
+    envoy: Envoy,
+    echo: Echo,
+    pki: Pki,
+    work_dir: PathBuf,
+    remove_work_dir: bool,
+    listener: SocketAddr,
+    ecds_path: PathBuf,
+    wasm: PathBuf,
+    version: AtomicU64,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("listener", &self.listener)
+            .field("admin", &self.envoy.admin_addr())
+            .field("upstream", &self.echo.addr())
+            .field("work_dir", &self.work_dir)
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// Starts the mesh; returns once the listener serves traffic with the policy in force.
+    /// On failure the work dir is kept (its logs explain) and named in the error.
+    pub fn start(options: MeshOptions) -> Result<Mesh> {
+        let (work_dir, remove_work_dir) = match &options.work_dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
+                (dir.clone(), false)
+            }
+            None => (crate::scratch_dir("mesh")?, true),
+        };
+        Self::start_in(&options, work_dir.clone(), remove_work_dir)
+            .with_context(|| format!("starting the local mesh (work dir kept: {})", work_dir.display()))
+    }
+
+    fn start_in(options: &MeshOptions, work_dir: PathBuf, remove_work_dir: bool) -> Result<Mesh> {
+        let wasm = match &options.wasm {
+            Some(w) => w.clone(),
+            None => wasm_path(),
+        };
+        if !wasm.is_file() {
+            bail!(
+                "no Wasm module at {}: build it with `cargo build --release --target wasm32-wasip1 -p meshguard-filter` (or harness::mesh::build_wasm()), or set MESHGUARD_WASM",
+                wasm.display()
+            );
+        }
+        let wasm = wasm.canonicalize()?;
+
+        let pki = Pki::mint(&work_dir.join("pki"), &options.trust_domain)?;
+        let echo = Echo::start()?;
+
+        let ecds_dir = work_dir.join("ecds");
+        fs::create_dir_all(&ecds_dir)?;
+        let ecds_path = ecds_dir.join("meshguard.yaml");
+        write_atomically(&ecds_path, &render_ecds(&options.policy_json, &wasm)?)?;
+
+        let template = match &options.envoy_template {
+            Some(path) => fs::read_to_string(path).with_context(|| format!("reading template {}", path.display()))?,
+            None => SIDECAR_INBOUND_TEMPLATE.to_string(),
+        };
+        let server = pki.workload("server")?;
+        let upstream = echo.addr();
+        let config = render(
+            &template,
+            &[
+                ("NODE_ID", json_str("sidecar~127.0.0.1~api.default~default.svc.cluster.local")),
+                ("LISTENER_PORT", "0".to_string()),
+                ("SERVER_CERT", json_path(&server.cert)),
+                ("SERVER_KEY", json_path(&server.key)),
+                ("CA_CERT", json_path(&pki.ca_cert)),
+                ("ECDS_PATH", json_path(&ecds_path)),
+                ("ACCESS_LOG_PATH", json_path(&work_dir.join("access.log"))),
+                ("UPSTREAM_ADDRESS", json_str(&upstream.ip().to_string())),
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+            ],
+        )?;
+        let config_path = work_dir.join("envoy.yaml");
+        fs::write(&config_path, config)?;
+
+        let mut envoy = Envoy::start_with(&config_path, &work_dir, &options.envoy)?;
+        envoy.wait_ready(READY_TIMEOUT)?;
+        let listener = envoy.listener_addr(LISTENER_NAME)?;
+
+        let mut mesh =
+            Mesh { envoy, echo, pki, work_dir, remove_work_dir, listener, ecds_path, wasm, version: AtomicU64::new(1) };
+        let accepted = mesh.ecds_stat("update_success")?.unwrap_or(0) > 0;
+        if !accepted && !options.allow_rejected_policy {
+            mesh.remove_work_dir = false;
+            bail!(
+                "the plugin rejected the policy at startup (requests would get 500 NFCF)\n{}",
+                mesh.envoy.log_tail(25)
+            );
+        }
+        Ok(mesh)
+    }
+
+    /// The sidecar's inbound listener (`127.0.0.1:<port>`): plaintext and mTLS both.
+    pub fn listener_addr(&self) -> SocketAddr {
+        self.listener
+    }
+
+    /// Envoy's admin API address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.envoy.admin_addr()
+    }
+
+    /// The echo upstream's address.
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.echo.addr()
+    }
+
+    /// The echo upstream (what reached the application).
+    pub fn echo(&self) -> &Echo {
+        &self.echo
+    }
+
+    /// The test PKI.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// The Envoy process (admin API, stats, log).
+    pub fn envoy(&self) -> &Envoy {
+        &self.envoy
+    }
+
+    /// The work dir (configs, PKI, `envoy.log`, `access.log`).
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// The ECDS file Envoy watches.
+    pub fn ecds_path(&self) -> &Path {
+        &self.ecds_path
+    }
+
+    /// The Wasm module in use.
+    pub fn wasm(&self) -> &Path {
+        &self.wasm
+    }
+
+    /// The access log (one JSON line per request, with `response_code_details`).
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.work_dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// The mTLS client identity of workload `name` from this mesh's PKI.
+    pub fn tls(&self, workload: &str) -> Result<TlsIdentity> {
+        TlsIdentity::workload(&self.pki, workload)
+    }
+
+    /// Replaces the policy the way an ECDS push does: writes a new ECDS file next to the old
+    /// one and renames it over it (Envoy watches the path for moves; no `watched_directory`
+    /// needed). Waits until Envoy has processed it and says whether it was applied.
+    pub fn update_policy(&self, policy_json: &str) -> Result<PolicyUpdate> {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let attempts_before = self.ecds_stat("update_attempt")?.unwrap_or(0);
+        let success_before = self.ecds_stat("update_success")?.unwrap_or(0);
+        let log_before = self.envoy.log_contents().len();
+
+        write_atomically(&self.ecds_path, &render_ecds_version(policy_json, &self.wasm, &version.to_string())?)?;
+
+        let deadline = Instant::now() + UPDATE_TIMEOUT;
+        while self.ecds_stat("update_attempt")?.unwrap_or(0) <= attempts_before {
+            if Instant::now() > deadline {
+                bail!("Envoy did not pick up the new ECDS file within {UPDATE_TIMEOUT:?}\n{}", self.envoy.log_tail(20));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The worker threads get the new filter config by a post from the main thread.
+        std::thread::sleep(Duration::from_millis(100));
+        if self.ecds_stat("update_success")?.unwrap_or(0) > success_before {
+            return Ok(PolicyUpdate::Applied);
+        }
+        // The log is flushed every 100 ms: wait (briefly) for Envoy's verdict line.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let log = self.envoy.log_contents();
+            let new = log.get(log_before..).unwrap_or_default();
+            if new.contains(REJECTED_LOG_LINE) || Instant::now() > deadline {
+                return Ok(PolicyUpdate::Rejected { log: new.to_string() });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// One of the ECDS subscription's stats for the meshguard filter
+    /// (`extension_config_discovery.http_filter.default.meshguard.<name>`).
+    pub fn ecds_stat(&self, name: &str) -> Result<Option<u64>> {
+        self.envoy.counter(&format!("extension_config_discovery.http_filter.{ECDS_RESOURCE_NAME}.{name}"))
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.envoy.stop();
+        self.echo.stop();
+        if !self.remove_work_dir {
+            return;
+        }
+        // Keep the logs of a failed test (or of any run, with MESHGUARD_KEEP).
+        if std::env::var_os("MESHGUARD_KEEP").is_some() || std::thread::panicking() {
+            eprintln!("meshguard: kept work dir {}", self.work_dir.display());
+            return;
+        }
+        let _ = fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// Replaces every `{{NAME}}` in `template` by its value, in one pass (a value is never
+/// scanned again, so a policy may contain `{{`). An unknown placeholder is an error, except on
+/// comment lines (`# ...`), which may mention placeholders.
+pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut unknown = Vec::new();
+    for line in template.split_inclusive('\n') {
+        let comment = line.trim_start().starts_with('#');
+        let mut rest = line;
+        while let Some(start) = rest.find("{{") {
+            let (before, from) = rest.split_at(start);
+            out.push_str(before);
+            let Some(end) = from.find("}}") else {
+                out.push_str(from);
+                rest = "";
+                break;
+            };
+            let name = from.get(2..end).unwrap_or_default();
+            match vars.iter().find(|(n, _)| *n == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    if !comment {
+                        unknown.push(name.to_string());
+                    }
+                    out.push_str(from.get(..end + 2).unwrap_or_default());
+                }
+            }
+            rest = from.get(end + 2..).unwrap_or_default();
+        }
+        out.push_str(rest);
+    }
+    if !unknown.is_empty() {
+        bail!("template placeholders without a value: {unknown:?}");
+    }
+    Ok(out)
+}
+
+/// The ECDS file for `policy_json` (embedded as one JSON string scalar) and module `wasm`,
+/// `version_info: "1"`.
+pub fn render_ecds(policy_json: &str, wasm: &Path) -> Result<String> {
+    render_ecds_version(policy_json, wasm, "1")
+}
+
+/// [`render_ecds`] with this `version_info` (each update of a running mesh gets a new one).
+pub fn render_ecds_version(policy_json: &str, wasm: &Path, version: &str) -> Result<String> {
+    render(
+        ECDS_WASM_TEMPLATE,
+        &[("VERSION", json_str(version)), ("WASM_PATH", json_path(wasm)), ("POLICY_JSON", json_str(policy_json))],
+    )
+}
+
+/// Writes `contents` to a temp file in `path`'s directory, then renames it over `path`.
+pub fn write_atomically(path: &Path, contents: &str) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| anyhow!("{} has no parent dir", path.display()))?;
+    let name = path.file_name().ok_or_else(|| anyhow!("{} has no file name", path.display()))?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::unique_name("w")));
+    fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} over {}", tmp.display(), path.display()))
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+fn json_path(p: &Path) -> String {
+    json_str(&p.to_string_lossy())
+}
+
+fn target_dir() -> PathBuf {
+    let root = crate::workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir), // an absolute dir replaces root
+        None => root.join("target"),
+    }
+}
+
+/// The Wasm module the mesh loads: `$MESHGUARD_WASM`, else
+/// `<workspace>/target/wasm32-wasip1/release/meshguard.wasm` (honouring `CARGO_TARGET_DIR`).
+pub fn wasm_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("MESHGUARD_WASM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    target_dir().join("wasm32-wasip1").join("release").join("meshguard.wasm")
+}
+
+/// Builds meshguard.wasm (`cargo build --release --target wasm32-wasip1 -p meshguard-filter`
+/// from the workspace root, with `$CARGO` or `cargo`) and returns its path.
+pub fn build_wasm() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = crate::workspace_root();
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip1", "-p", "meshguard-filter"])
+        .current_dir(&root)
+        .output()
+        .with_context(|| format!("running {cargo:?} build in {}", root.display()))?;
+    if !out.status.success() {
+        bail!("building meshguard.wasm failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let path = target_dir().join("wasm32-wasip1").join("release").join("meshguard.wasm");
+    if !path.is_file() {
+        bail!("cargo built, but {} is missing", path.display());
+    }
+    Ok(path)
+}
+
+/// The module to test with, built at most once per process: `$MESHGUARD_WASM` if set, else
+/// [`build_wasm`] (cargo makes it a no-op when nothing changed).
+pub fn ensure_wasm() -> Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> = std::sync::OnceLock::new();
+    if let Some(path) = std::env::var_os("MESHGUARD_WASM").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    BUILT.get_or_init(|| build_wasm().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_reports_leftovers() {
+        let out = render("a: {{X}}\n# {{DOC}} {{X}}\nb: {{X}}{{X}}", &[("X", "{{X}}1".into())]).expect("render");
+        assert_eq!(out, "a: {{X}}1\n# {{DOC}} {{X}}1\nb: {{X}}1{{X}}1");
+        let err = render("a: {{X}} b: {{Y}}", &[("X", "1".into())]).expect_err("leftover");
+        assert!(format!("{err}").contains("\"Y\""), "{err}");
+    }
+
+    #[test]
+    fn ecds_embeds_policy_as_one_string_scalar() {
+        let policy = "{\"version\":1,\n \"x\": \"a'b\\\"c: #d {{E}}\"}";
+        let out = render_ecds_version(policy, Path::new("/x y/m.wasm"), "7").expect("render");
+        assert!(out.contains(&format!("value: {}", json_str(policy))), "{out}");
+        assert!(out.contains("filename: \"/x y/m.wasm\""), "{out}");
+        assert!(out.contains("failure_policy: FAIL_CLOSED"));
+    }
+}

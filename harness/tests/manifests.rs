@@ -1,0 +1,185 @@
+//! The shipped Istio manifests and the ones `meshguard render` prints are valid WasmPlugins:
+//! checked against Istio's own CRD schema (a copy of shared/reference/istio-wasmplugin-crd.yaml
+//! in envoy-config/istio/crd/), and their pluginConfig is a policy meshguard accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    harness::workspace_root()
+}
+
+fn crd_schema() -> Value {
+    let path = root().join("envoy-config/istio/crd/wasmplugin-crd.yaml");
+    let crd: Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// A structural OpenAPI v3 validator for the subset Kubernetes CRDs use.
+fn validate(schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+    if v.is_null() && schema["nullable"] == Value::Bool(true) {
+        return;
+    }
+    if let Some(t) = schema["type"].as_str() {
+        let ok = match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            _ => true,
+        };
+        if !ok {
+            errs.push(format!("{at}: expected {t}, got {v}"));
+            return;
+        }
+    }
+    if let Some(options) = schema["enum"].as_array() {
+        if !options.contains(v) {
+            errs.push(format!("{at}: {v} not in {options:?}"));
+        }
+    }
+    if let (Some(s), Some(max)) = (v.as_str(), schema["maxLength"].as_u64()) {
+        if s.len() as u64 > max {
+            errs.push(format!("{at}: longer than {max}"));
+        }
+    }
+    if let (Some(s), Some(min)) = (v.as_str(), schema["minLength"].as_u64()) {
+        if (s.len() as u64) < min {
+            errs.push(format!("{at}: shorter than {min}"));
+        }
+    }
+    if let (Some(i), Some("int32")) = (v.as_i64(), schema["format"].as_str()) {
+        if i32::try_from(i).is_err() {
+            errs.push(format!("{at}: not an int32"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        if schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true) {
+            return;
+        }
+        for req in schema["required"].as_array().into_iter().flatten() {
+            if !obj.contains_key(req.as_str().unwrap()) {
+                errs.push(format!("{at}: missing required {req}"));
+            }
+        }
+        let props = schema["properties"].as_object();
+        for (k, child) in obj {
+            match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+                (Some(s), _) => validate(s, child, &format!("{at}.{k}"), errs),
+                (None, Some(extra)) if extra.is_object() => validate(extra, child, &format!("{at}.{k}"), errs),
+                (None, _) => errs.push(format!("{at}: unknown field {k}")),
+            }
+        }
+    }
+    if let Some(items) = v.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            validate(&schema["items"], item, &format!("{at}[{i}]"), errs);
+        }
+    }
+}
+
+/// Validation errors of a WasmPlugin manifest against the CRD (and its CEL rule).
+fn wasm_plugin_errors(manifest: &Value) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut body = manifest.clone();
+    // apiVersion, kind and metadata are the API server's to check, not the CRD schema's.
+    for k in ["apiVersion", "kind", "metadata"] {
+        body.as_object_mut().unwrap().remove(k);
+    }
+    validate(&crd_schema(), &body, "", &mut errs);
+    let spec = &manifest["spec"];
+    let selectors = ["selector", "targetRef", "targetRefs"].iter().filter(|k| !spec[**k].is_null()).count();
+    if selectors > 1 {
+        errs.push("spec: only one of targetRefs or selector can be set".into());
+    }
+    errs
+}
+
+fn check_wasm_plugin(manifest: &Value, source: &str) {
+    assert_eq!(manifest["apiVersion"], "extensions.istio.io/v1alpha1", "{source}");
+    assert_eq!(manifest["kind"], "WasmPlugin", "{source}");
+    let errs = wasm_plugin_errors(manifest);
+    assert!(errs.is_empty(), "{source} is not a valid WasmPlugin:\n{}", errs.join("\n"));
+    let spec = &manifest["spec"];
+    // The ordering and failure mode meshguard depends on.
+    assert_eq!(spec["phase"], "AUTHN", "{source}");
+    assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{source}");
+    assert_eq!(spec["pluginName"], "meshguard", "{source}");
+    policy::Policy::from_value(spec["pluginConfig"].clone())
+        .unwrap_or_else(|e| panic!("{source}: pluginConfig refused:\n{e}"));
+}
+
+fn yaml(path: &Path) -> Value {
+    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_crd_copy_matches_the_reference() {
+    let reference = root().join("../shared/reference/istio-wasmplugin-crd.yaml");
+    if let Ok(text) = std::fs::read_to_string(&reference) {
+        let ours = std::fs::read_to_string(root().join("envoy-config/istio/crd/wasmplugin-crd.yaml")).unwrap();
+        assert_eq!(text, ours, "envoy-config/istio/crd/wasmplugin-crd.yaml must be a copy of shared/reference");
+    }
+}
+
+#[test]
+fn shipped_wasm_plugins_are_valid() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("envoy-config/istio")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            check_wasm_plugin(&yaml(&path), &path.display().to_string());
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected the sidecar and gateway manifests, found {n}");
+}
+
+#[test]
+fn rendered_wasm_plugins_are_valid() {
+    let value = harness::policy_file::load_value(&root().join("envoy-config/policies/demo.yaml")).unwrap();
+    let text =
+        harness::render::wasm_plugin(&value, "oci://example/meshguard:1", "meshguard", "default", &["app=api".into()])
+            .unwrap();
+    let manifest: Value = serde_norway::from_str(&text).unwrap();
+    check_wasm_plugin(&manifest, "rendered demo.yaml");
+    assert_eq!(manifest["spec"]["pluginConfig"], value);
+    assert_eq!(manifest["spec"]["selector"]["matchLabels"]["app"], "api");
+}
+
+#[test]
+fn the_validator_catches_mistakes() {
+    let good = yaml(&root().join("envoy-config/istio/wasmplugin-sidecar.yaml"));
+    assert!(wasm_plugin_errors(&good).is_empty());
+    for (field, bad) in [
+        ("phase", Value::from("AUTHENTICATION")),
+        ("failStrategy", Value::from("FAIL_CLOSED")),
+        ("priority", Value::from("high")),
+        ("pluginNme", Value::from("meshguard")),
+        ("targetRef", serde_json::json!({"kind": "Gateway", "name": "gw"})),
+    ] {
+        let mut m = good.clone();
+        m["spec"][field] = bad;
+        assert!(!wasm_plugin_errors(&m).is_empty(), "spec.{field} mistake not caught");
+    }
+    let mut m = good.clone();
+    m["spec"].as_object_mut().unwrap().remove("url");
+    assert!(!wasm_plugin_errors(&m).is_empty(), "missing url not caught");
+}
+
+#[test]
+fn shipped_example_policies_validate() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("envoy-config/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+            harness::policy_file::load_policy(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}

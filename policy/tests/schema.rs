@@ -1,0 +1,54 @@
+//! The shipped JSON Schema (policy/schema/policy.schema.json) is kept in step with the parser:
+//! for every object the schema describes, the parser must know exactly the same field names,
+//! and the schema must close every object (`additionalProperties: false`), as the parser does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use serde_json::{json, Value};
+
+fn schema() -> Value {
+    serde_json::from_str(include_str!("../schema/policy.schema.json")).unwrap()
+}
+
+/// The field names serde expects at the object `path` leads to, read from the error an
+/// unknown field produces there ("expected one of `a`, `b`").
+fn parser_fields(doc_with_unknown: Value) -> Vec<String> {
+    let err = policy::Policy::from_value(doc_with_unknown).unwrap_err().to_string();
+    let list = err
+        .split("expected one of ")
+        .nth(1)
+        .or_else(|| err.split("expected ").nth(1))
+        .unwrap_or_else(|| panic!("{err}"));
+    let mut fields: Vec<String> =
+        list.split(", ").map(|f| f.trim_matches(|c| c == '`' || c == ' ').to_string()).collect();
+    fields.sort();
+    fields
+}
+
+fn schema_fields(obj: &Value) -> Vec<String> {
+    assert_eq!(obj["additionalProperties"], json!(false), "every object is closed: {obj}");
+    let mut fields: Vec<String> = obj["properties"].as_object().unwrap().keys().cloned().collect();
+    fields.sort();
+    fields
+}
+
+#[test]
+fn schema_and_parser_know_the_same_fields() {
+    let s = schema();
+    let defs = &s["$defs"];
+    let rule = |extra: Value| json!({"version": 1, "identity": {"rules": [extra]}});
+    let cases: Vec<(&Value, Value)> = vec![
+        (&s, json!({"version": 1, "zz": 1})),
+        (&s["properties"]["denyResponse"], json!({"version": 1, "denyResponse": {"zz": 1}})),
+        (&s["properties"]["decisionLog"], json!({"version": 1, "decisionLog": {"zz": 1}})),
+        (&s["properties"]["identity"], json!({"version": 1, "identity": {"zz": 1}})),
+        (&defs["identityRule"], rule(json!({"id": "a", "action": "allow", "principals": ["*"], "zz": 1}))),
+        (&defs["routeMatch"], rule(json!({"id": "a", "action": "allow", "principals": ["*"], "match": {"zz": 1}}))),
+        (
+            &defs["pathMatch"],
+            rule(json!({"id": "a", "action": "allow", "principals": ["*"], "match": {"paths": [{"zz": 1}]}})),
+        ),
+    ];
+    for (obj, doc) in cases {
+        assert_eq!(schema_fields(obj), parser_fields(doc.clone()), "for {doc}");
+    }
+}
