@@ -101,7 +101,9 @@ pub enum IdentitySource {
     /// The certificate the downstream presented on this connection (`connection.*`).
     #[default]
     PeerCertificate,
-    /// The last element of `x-forwarded-client-cert`, the one the local Envoy appended.
+    /// The last element of `x-forwarded-client-cert`, the one the local Envoy appended. Only
+    /// on an mTLS connection: for any other peer Envoy appends nothing, so every element
+    /// (the last included) is the client's own, and the peer counts as having no identity.
     Xfcc,
 }
 

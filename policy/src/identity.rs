@@ -137,6 +137,13 @@ impl PeerIdentity {
                 uri.to_vec()
             }
             IdentitySource::Xfcc => {
+                // Envoy appends its own element (APPEND_FORWARD) or sets the header
+                // (SANITIZE_SET) only for a TLS peer with a verified certificate. On any other
+                // connection the whole header came from the client, the last element included,
+                // so there is nothing the local Envoy vouches for.
+                if !req.peer.mtls {
+                    return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
+                }
                 let el = match crate::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
                     Ok(Some(el)) => el,
                     Ok(None) if !self.require => return Ok(None),

@@ -136,24 +136,40 @@ fn xfcc_source_trusts_only_the_last_element() {
     let p = policy(json!({"version": 1, "identity": {"source": "xfcc", "rules": [
         {"id": "ops", "action": "allow", "principals": ["spiffe://cluster.local/ns/ops/sa/*"]}
     ]}}));
+    // The request arrived over mTLS (the proxy's certificate), so Envoy appended the last element.
+    let via_proxy = || Req::new("GET", "/").mtls(Some("spiffe://cluster.local/ns/istio-system/sa/gw"));
     let forged_first = format!("URI={ADMIN},By=spiffe://gw;URI={WEB}");
     assert_eq!(
-        Req::new("GET", "/").header("x-forwarded-client-cert", &forged_first).eval(&p).0,
+        via_proxy().header("x-forwarded-client-cert", &forged_first).eval(&p).0,
         Some(ReasonCode::PeerIdentityPrincipalNotAllowed)
     );
     assert_eq!(
-        Req::new("GET", "/").header("x-forwarded-client-cert", &format!("By=spiffe://gw;URI={ADMIN}")).eval(&p),
+        via_proxy().header("x-forwarded-client-cert", &format!("By=spiffe://gw;URI={ADMIN}")).eval(&p),
         (None, false, Some(ADMIN.into()))
     );
-    assert_eq!(Req::new("GET", "/").eval(&p).0, Some(ReasonCode::PeerIdentityXfccInvalid));
+    assert_eq!(via_proxy().eval(&p).0, Some(ReasonCode::PeerIdentityXfccInvalid));
     assert_eq!(
-        Req::new("GET", "/").header("x-forwarded-client-cert", "Subject=\"x").eval(&p).0,
+        via_proxy().header("x-forwarded-client-cert", "Subject=\"x").eval(&p).0,
         Some(ReasonCode::PeerIdentityXfccInvalid)
     );
     assert_eq!(
-        Req::new("GET", "/").header("x-forwarded-client-cert", &format!("URI={ADMIN};URI={WEB}")).eval(&p).0,
+        via_proxy().header("x-forwarded-client-cert", &format!("URI={ADMIN};URI={WEB}")).eval(&p).0,
         Some(ReasonCode::PeerIdentityMultipleUriSans)
     );
+}
+
+/// On a plaintext connection Envoy adds no XFCC element, so every element, the last one
+/// included, is the client's own: a forged identity must not get through.
+#[test]
+fn xfcc_source_never_trusts_a_plaintext_peer() {
+    let p = policy(json!({"version": 1, "identity": {"source": "xfcc", "rules": [
+        {"id": "ops", "action": "allow", "principals": ["spiffe://cluster.local/ns/ops/sa/*"]}
+    ]}}));
+    let forged = format!("By=spiffe://cluster.local/ns/default/sa/api;URI={ADMIN}");
+    let r = Req::new("GET", "/").header("x-forwarded-client-cert", &forged);
+    assert_eq!(r.eval(&p), (Some(ReasonCode::PeerIdentityMissing), true, None));
+    let lenient = policy(json!({"version": 1, "identity": {"source": "xfcc", "requirePeerIdentity": false}}));
+    assert_eq!(r.eval(&lenient), (None, false, None), "anonymous, never the forged principal");
 }
 
 #[test]
