@@ -1,1 +1,61 @@
-//! End-to-end tests live in tests/tests/.
+//! What the end-to-end tests read back from a running mesh: decision-log lines from Envoy's
+//! log and meshguard's counters from Envoy's admin `/stats/prometheus`. Black-box only: these
+//! are the same outputs an operator reads.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use harness::mesh::Mesh;
+use harness::Result;
+use serde_json::Value;
+
+/// Every decision-log line Envoy has written so far, parsed.
+pub fn decisions(mesh: &Mesh) -> Vec<Value> {
+    harness::demo::decision_lines(&mesh.envoy().log_contents())
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The decision-log line of the request with this `x-request-id`, waiting for Envoy's log
+/// flush (every 100 ms in the harness) for up to 5 s.
+pub fn decision_for(mesh: &Mesh, request_id: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(d) = decisions(mesh).into_iter().find(|d| d["requestId"] == request_id) {
+            return Ok(d);
+        }
+        if Instant::now() > deadline {
+            bail!("no decision-log line for request {request_id}\n{}", mesh.envoy().log_tail(30));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts there is no decision-log line for this request id (waiting one log flush first).
+pub fn no_decision_for(mesh: &Mesh, request_id: &str) -> Result<()> {
+    std::thread::sleep(Duration::from_millis(250));
+    match decisions(mesh).into_iter().find(|d| d["requestId"] == request_id) {
+        Some(d) => bail!("unexpected decision-log line for {request_id}: {d}"),
+        None => Ok(()),
+    }
+}
+
+/// A counter from `/stats/prometheus` (the metric name without labels); 0 when absent.
+pub fn prom_counter(mesh: &Mesh, name: &str) -> Result<u64> {
+    let text = mesh.envoy().stats_prometheus()?;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().ok_or_else(|| anyhow!("no value in {line:?}"))?;
+        return Ok(value.parse::<f64>().map_err(|e| anyhow!("{line:?}: {e}"))? as u64);
+    }
+    Ok(0)
+}
+
+/// The per-finding counter for `check`/`code` in `mode` (`enforced` or `dry_run`), as it
+/// appears in `/stats/prometheus` on an Envoy without extra stats tags.
+pub fn finding_counter(mesh: &Mesh, check: &str, code: &str, mode: &str) -> Result<u64> {
+    prom_counter(mesh, &format!("meshguard_check_{check}_code_{code}_mode_{mode}_findings_total"))
+}
