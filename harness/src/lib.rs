@@ -9,6 +9,7 @@
 //!
 //! Everything here is for people and tests; nothing here knows how a check works.
 
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod echo;

@@ -77,6 +77,15 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Envoy CPU time per request: no filter, a no-op Wasm filter, meshguard (a benchmark).
+    Bench {
+        /// Requests measured per scenario.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Requests sent before measuring.
+        #[arg(long, default_value_t = 2_000)]
+        warmup: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +107,7 @@ fn main() -> ExitCode {
         }
         Command::Up { policy, json } => harness::demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
+        Command::Bench { requests, warmup } => bench(requests, warmup),
     };
     match result {
         Ok(code) => code,
@@ -256,5 +266,17 @@ fn render(
             print!("{}", harness::render::ecds(&value.to_string(), &wasm)?);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(requests: usize, warmup: usize) -> anyhow::Result<ExitCode> {
+    use harness::bench;
+    let load = bench::Load { requests, warmup, ..bench::Load::default() };
+    let rows = bench::run(&bench::standard_scenarios()?, load)?;
+    println!(
+        "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 over mTLS, keep-alive:",
+        harness::envoy::PINNED_VERSION
+    );
+    print!("{}", bench::table(&rows));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,258 @@
+//! `meshguard bench` (`make bench`): what meshguard costs Envoy, in Envoy CPU time per request.
+//!
+//! Each scenario starts its own Envoy (the sidecar inbound configuration, one worker), sends
+//! the same traffic (HTTP/1.1 over mTLS as workload `web`, keep-alive, requests pipelined in
+//! batches, every request allowed and answered by the echo upstream), and reads the Envoy
+//! process's user + system CPU time from `/proc/<pid>/stat` before and after. The echo and the
+//! client run in this process, so their CPU is not counted. Rows:
+//!
+//! - `no filter`: the same listener without the Wasm filter: Envoy's own cost;
+//! - `no-op wasm`: a Proxy-Wasm filter that does nothing (`filter/noop`), delivered the same way:
+//!   the cost of the Wasm machinery (VM entry, contexts);
+//! - `meshguard (demo policy)`: meshguard.wasm with the demo policy (peer identity and four
+//!   route rules), allowed requests not logged (as in production: denies are always logged).
+//!
+//! The ratios are against `no filter`; `+us/req` is the CPU added per request. This is a
+//! benchmark for people, not a test: nothing here passes or fails on a number.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::client::{self, Request};
+use crate::mesh::{ensure_wasm, Mesh, MeshOptions, SIDECAR_INBOUND_TEMPLATE};
+use crate::policy_file::load_value;
+use crate::Result;
+
+/// How much traffic each scenario gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Requests measured per scenario (after the warm-up).
+    pub requests: usize,
+    /// Requests sent before measuring (VM warm-up, connection pools).
+    pub warmup: usize,
+    /// Requests pipelined on one connection.
+    pub per_connection: usize,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load { requests: 20_000, warmup: 2_000, per_connection: 100 }
+    }
+}
+
+/// Which filter a scenario puts in the HTTP filter chain.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    None,
+    Noop,
+    Meshguard { policy_json: String },
+}
+
+/// One row of the table.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub filter: Filter,
+    /// Extra request headers on every request (beyond host, x-request-id).
+    pub headers: Vec<(String, String)>,
+    pub path: String,
+}
+
+/// The measured cost of one scenario.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub requests: usize,
+    pub cpu: Duration,
+    pub wall: Duration,
+}
+
+impl Measurement {
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+/// The standard scenarios: no filter, no-op Wasm, meshguard with the demo policy.
+pub fn standard_scenarios() -> Result<Vec<Scenario>> {
+    let root = crate::workspace_root();
+    // The demo policy logs every allow so the demo can show them; in production only denies
+    // are logged, which is what is measured here.
+    let mut demo = load_value(&root.join("envoy-config/policies/demo.yaml"))?;
+    demo["decisionLog"]["allowSampleRate"] = 0.0.into();
+    let demo = demo.to_string();
+    let plain = |name: &str, filter: Filter| Scenario {
+        name: name.to_string(),
+        filter,
+        headers: Vec::new(),
+        path: "/api/items".to_string(),
+    };
+    Ok(vec![
+        plain("no filter", Filter::None),
+        plain("no-op wasm", Filter::Noop),
+        plain("meshguard (demo policy)", Filter::Meshguard { policy_json: demo }),
+    ])
+}
+
+/// The sidecar template without the Wasm filter (its `config_discovery` block removed).
+fn template_without_filter() -> Result<String> {
+    let start = SIDECAR_INBOUND_TEMPLATE.find("          - name: default.meshguard\n");
+    let end = SIDECAR_INBOUND_TEMPLATE.find("          - name: envoy.filters.http.router\n");
+    match (start, end) {
+        (Some(s), Some(e)) if s < e => {
+            let mut t = String::with_capacity(SIDECAR_INBOUND_TEMPLATE.len());
+            t.push_str(SIDECAR_INBOUND_TEMPLATE.get(..s).unwrap_or_default());
+            t.push_str(SIDECAR_INBOUND_TEMPLATE.get(e..).unwrap_or_default());
+            Ok(t)
+        }
+        _ => bail!("envoy-config/sidecar-inbound.yaml no longer has the filter block the benchmark removes"),
+    }
+}
+
+fn noop_wasm_path() -> Result<PathBuf> {
+    let meshguard = ensure_wasm()?;
+    let noop = meshguard.with_file_name("noop.wasm");
+    if !noop.is_file() {
+        bail!("{} is missing: build it with `make wasm`", noop.display());
+    }
+    Ok(noop)
+}
+
+/// Envoy's user + system CPU time so far (all threads), from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<envoy>/stat")?;
+    // The command name (field 2) may hold spaces; the fields after its closing ')' are plain.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) overall = indexes 11 and 12 after the ')'.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let total = ticks(11) + ticks(12);
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
+
+fn send_load(mesh: &Mesh, scenario: &Scenario, count: usize, per_connection: usize) -> Result<()> {
+    let tls = mesh.tls("web")?;
+    let mut one = Request::get(&scenario.path).with_header("x-request-id", "bench");
+    for (name, value) in &scenario.headers {
+        one = one.with_header(name, value);
+    }
+    let one = one.to_http1();
+    let mut sent = 0;
+    while sent < count {
+        let batch = per_connection.min(count - sent);
+        let mut raw = Vec::with_capacity(one.len() * batch + 32);
+        for _ in 1..batch {
+            raw.extend_from_slice(&one);
+        }
+        // The last request of the batch closes the connection, which ends the exchange.
+        let last = String::from_utf8_lossy(&one).replacen("\r\n", "\r\nconnection: close\r\n", 1);
+        raw.extend_from_slice(last.as_bytes());
+        let exchange = client::send_raw_all(mesh.listener_addr(), Some(&tls), &raw, Duration::from_secs(10))?;
+        let ok = exchange.responses.iter().filter(|r| r.status == 200).count();
+        if ok != batch {
+            let statuses: Vec<u16> = exchange.responses.iter().map(|r| r.status).take(5).collect();
+            bail!("scenario {:?}: {ok} of {batch} requests answered 200 (first statuses: {statuses:?})", scenario.name);
+        }
+        sent += batch;
+    }
+    Ok(())
+}
+
+/// Runs one scenario and measures it.
+pub fn measure(scenario: &Scenario, load: Load) -> Result<Measurement> {
+    let mut options = MeshOptions::default();
+    let scratch = crate::scratch_dir("bench")?;
+    match &scenario.filter {
+        Filter::None => {
+            let template = scratch.join("no-filter.yaml");
+            fs::write(&template, template_without_filter()?)?;
+            options.envoy_template = Some(template);
+            options.allow_rejected_policy = true; // there is no plugin to accept anything
+            options.wasm = Some(ensure_wasm()?);
+        }
+        Filter::Noop => options.wasm = Some(noop_wasm_path()?),
+        Filter::Meshguard { policy_json } => {
+            options.wasm = Some(ensure_wasm()?);
+            options.policy_json = policy_json.clone();
+        }
+    }
+    let mesh = Mesh::start(options).with_context(|| format!("starting scenario {:?}", scenario.name))?;
+    send_load(&mesh, scenario, load.warmup, load.per_connection)?;
+    let pid = mesh.envoy().pid();
+    let cpu_before = process_cpu(pid)?;
+    let started = Instant::now();
+    send_load(&mesh, scenario, load.requests, load.per_connection)?;
+    let wall = started.elapsed();
+    let cpu = process_cpu(pid)?.saturating_sub(cpu_before);
+    drop(mesh);
+    let _ = fs::remove_dir_all(&scratch);
+    Ok(Measurement { name: scenario.name.clone(), requests: load.requests, cpu, wall })
+}
+
+/// The table: one row per measurement, ratios against the first row.
+pub fn table(rows: &[Measurement]) -> String {
+    let base = rows.first().map(Measurement::cpu_us_per_request).unwrap_or(0.0);
+    let mut out = format!(
+        "{:<44} {:>9} {:>13} {:>9} {:>10} {:>9}\n",
+        "scenario", "requests", "CPU us/req", "ratio", "+us/req", "req/s"
+    );
+    for m in rows {
+        let per = m.cpu_us_per_request();
+        let ratio = if base > 0.0 { per / base } else { 0.0 };
+        let rps = m.requests as f64 / m.wall.as_secs_f64().max(1e-9);
+        out.push_str(&format!(
+            "{:<44} {:>9} {:>13.1} {:>8.2}x {:>10.1} {:>9.0}\n",
+            m.name,
+            m.requests,
+            per,
+            ratio,
+            per - base,
+            rps
+        ));
+    }
+    out
+}
+
+/// Measures every scenario, printing each row as it completes, then the table.
+pub fn run(scenarios: &[Scenario], load: Load) -> Result<Vec<Measurement>> {
+    let mut rows = Vec::new();
+    for s in scenarios {
+        eprintln!("bench: {} ({} requests after {} warm-up)...", s.name, load.requests, load.warmup);
+        rows.push(measure(s, load)?);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_filter_template_keeps_the_router_and_drops_only_the_wasm_filter() {
+        let t = template_without_filter().unwrap();
+        assert!(!t.contains("default.meshguard") && !t.contains("config_discovery"));
+        assert!(t.contains("envoy.filters.http.router"));
+        assert_eq!(
+            SIDECAR_INBOUND_TEMPLATE.lines().count() - t.lines().count(),
+            9,
+            "only the 9 lines of the filter entry go"
+        );
+    }
+
+    #[test]
+    fn reads_this_process_cpu() {
+        let before = process_cpu(std::process::id()).unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(process_cpu(std::process::id()).unwrap() >= before);
+    }
+}
