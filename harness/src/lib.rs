@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod compose;
 pub mod demo;
 pub mod echo;
 pub mod envoy;

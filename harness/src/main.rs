@@ -62,6 +62,9 @@ enum Command {
         /// WasmPlugin: workload selector labels, `key=value` (repeatable). None: every workload.
         #[arg(long = "selector")]
         selectors: Vec<String>,
+        /// compose: the directory to write (docker-compose.yaml mounts envoy-config/compose/generated).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run the local mesh until interrupted.
     Up {
@@ -94,6 +97,9 @@ enum RenderTarget {
     Wasmplugin,
     /// The Envoy ECDS resource file the local mesh uses.
     Ecds,
+    /// The directory envoy-config/compose/docker-compose.yaml mounts (needs --out): Envoy
+    /// config, ECDS file, meshguard.wasm and a test PKI, with the container's paths.
+    Compose,
 }
 
 fn main() -> ExitCode {
@@ -102,8 +108,8 @@ fn main() -> ExitCode {
         Command::Check { policies } => return check(&policies),
         Command::Eval { policy, request } => return eval(&policy, &request),
         Command::Replay { policy, logs } => replay(&policy, &logs),
-        Command::Render { what, policy, url, name, namespace, selectors } => {
-            render(what, &policy, url, &name, &namespace, &selectors)
+        Command::Render { what, policy, url, name, namespace, selectors, out } => {
+            render(what, &policy, url, &name, &namespace, &selectors, out.as_deref())
         }
         Command::Up { policy, json } => harness::demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
@@ -249,6 +255,7 @@ fn render(
     name: &str,
     namespace: &str,
     selectors: &[String],
+    out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     // Never render a policy the filter would refuse.
     if let Err(e) = load_policy(policy_path) {
@@ -260,6 +267,12 @@ fn render(
         RenderTarget::Wasmplugin => {
             let url = url.unwrap_or_else(|| "oci://ghcr.io/meshguard/meshguard:0.1.0".to_string());
             print!("{}", harness::render::wasm_plugin(&value, &url, name, namespace, selectors)?);
+        }
+        RenderTarget::Compose => {
+            let Some(out) = out else { anyhow::bail!("render compose needs --out DIR") };
+            let wasm = url.map(PathBuf::from).unwrap_or_else(harness::mesh::wasm_path);
+            harness::compose::render_into(out, &value.to_string(), &wasm, harness::compose::CONTAINER_ROOT)?;
+            eprintln!("wrote {}; now: docker compose -f envoy-config/compose/docker-compose.yaml up", out.display());
         }
         RenderTarget::Ecds => {
             let wasm = url.map(PathBuf::from).unwrap_or_else(harness::mesh::wasm_path);

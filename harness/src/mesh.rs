@@ -377,7 +377,7 @@ pub fn write_atomically(path: &Path, contents: &str) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("renaming {} over {}", tmp.display(), path.display()))
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
 
