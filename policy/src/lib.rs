@@ -14,6 +14,7 @@
 pub mod decision;
 pub mod document;
 pub mod error;
+pub mod fuzzing;
 pub mod identity;
 pub mod log;
 pub mod path;

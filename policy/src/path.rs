@@ -3,7 +3,8 @@
 //! Threat: rule evasion by spelling. `/admin`, `/%61dmin`, `/x/../admin`, `//admin` and
 //! `/admin?x` are one resource to most applications; a rule written for `/admin` must see all of
 //! them as `/admin`. The canonical form: the query and fragment cut off, percent-encoded
-//! unreserved characters decoded (other escapes kept, hex uppercased), runs of `/` merged and
+//! unreserved characters decoded (other escapes kept, hex uppercased, a `%` that starts no
+//! escape written as `%25`), runs of `/` merged and
 //! dot segments removed. The request itself is not changed.
 
 use std::borrow::Cow;
@@ -62,6 +63,12 @@ pub fn canonical(raw: &[u8]) -> Cow<'_, [u8]> {
                 i += 3;
                 continue;
             }
+            // A '%' that starts no valid escape is written as one, so that no decoding above
+            // can splice it onto the characters after it and form a new escape
+            // (`%%4%44` → `%%4D` → `%M`): the canonical form is a fixed point.
+            decoded.extend_from_slice(b"%25");
+            i += 1;
+            continue;
         }
         decoded.push(b);
         i += 1;
@@ -129,9 +136,19 @@ mod tests {
         assert_eq!(c("/a%2fb"), "/a%2Fb");
         assert_eq!(c("/a%2Fb"), "/a%2Fb");
         assert_eq!(c("/a%3bb"), "/a%3Bb");
-        assert_eq!(c("/a%zz"), "/a%zz");
-        assert_eq!(c("/a%"), "/a%");
-        assert_eq!(c("/a%4"), "/a%4");
+        assert_eq!(c("/a%zz"), "/a%25zz");
+        assert_eq!(c("/a%"), "/a%25");
+        assert_eq!(c("/a%4"), "/a%254");
+        assert_eq!(c("/a%25"), "/a%25");
+    }
+
+    /// Found by the canonical_path fuzz target: a stray '%' before an escape of an
+    /// unreserved character.
+    #[test]
+    fn stray_percent_signs_cannot_form_new_escapes() {
+        assert_eq!(c("%%4%4440%"), "/%25%254D40%25");
+        assert_eq!(c(&c("%%4%4440%")), c("%%4%4440%"));
+        assert_eq!(c("/%%61dmin"), "/%25admin");
     }
 
     #[test]
