@@ -56,8 +56,8 @@ fn the_compose_file_runs_the_pinned_envoy_on_the_rendered_directory() {
 #[test]
 fn the_rendered_directory_is_a_configuration_envoy_accepts() {
     let dir = harness::scratch_dir("compose").unwrap();
-    let policy = harness::policy_file::load_json(&harness::workspace_root().join("envoy-config/policies/demo.yaml"))
-        .unwrap();
+    let policy =
+        harness::policy_file::load_json(&harness::workspace_root().join("envoy-config/policies/demo.yaml")).unwrap();
     // A stand-in module: --mode validate does not load it, and the unit test need not build it.
     let wasm = dir.join("stand-in.wasm");
     std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
