@@ -12,6 +12,12 @@
 //! - `meshguard (demo policy)`: meshguard.wasm with the demo policy (peer identity and four
 //!   route rules), allowed requests not logged (as in production: denies are always logged).
 //!
+//! All the scenarios' Envoys run at once, pinned to one core with the load generator on the
+//! other(s), and are measured in round-robin windows after a warm-up; the table shows each
+//! one's median window and the spread. Without pinning the client and Envoy take turns on
+//! the cores and the numbers swing by a third; without round-robin a drift of the (virtual)
+//! machine lands on whichever row ran last. Two runs of the same scenario in one table
+//! agree within a few percent.
 //! The ratios are against `no filter`; `+us/req` is the CPU added per request. This is a
 //! benchmark for people, not a test: nothing here passes or fails on a number.
 
@@ -35,11 +41,13 @@ pub struct Load {
     pub warmup: usize,
     /// Requests pipelined on one connection.
     pub per_connection: usize,
+    /// Measurement windows per scenario (same Envoy); the table shows their median.
+    pub windows: usize,
 }
 
 impl Default for Load {
     fn default() -> Self {
-        Load { requests: 20_000, warmup: 2_000, per_connection: 100 }
+        Load { requests: 10_000, warmup: 2_000, per_connection: 100, windows: 8 }
     }
 }
 
@@ -61,18 +69,38 @@ pub struct Scenario {
     pub path: String,
 }
 
-/// The measured cost of one scenario.
+/// The measured cost of one scenario: `requests` per window, one (CPU, wall) per window.
 #[derive(Debug, Clone)]
 pub struct Measurement {
     pub name: String,
     pub requests: usize,
-    pub cpu: Duration,
-    pub wall: Duration,
+    pub windows: Vec<(Duration, Duration)>,
 }
 
 impl Measurement {
+    fn per_request(&self) -> Vec<f64> {
+        let mut v: Vec<f64> =
+            self.windows.iter().map(|(cpu, _)| cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// The median window's Envoy CPU time per request, in microseconds.
     pub fn cpu_us_per_request(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+        let v = self.per_request();
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// The lowest and highest window's CPU time per request.
+    pub fn spread(&self) -> (f64, f64) {
+        let v = self.per_request();
+        (v.first().copied().unwrap_or(0.0), v.last().copied().unwrap_or(0.0))
+    }
+
+    /// Requests per second over all windows.
+    pub fn throughput(&self) -> f64 {
+        let wall: f64 = self.windows.iter().map(|(_, w)| w.as_secs_f64()).sum();
+        (self.requests * self.windows.len()) as f64 / wall.max(1e-9)
     }
 }
 
@@ -121,6 +149,46 @@ fn noop_wasm_path() -> Result<PathBuf> {
     Ok(noop)
 }
 
+/// With two or more cores, Envoy runs on the last core and this process (client and echo
+/// upstreams) on the others, so that they do not take turns on one core, which steadies the
+/// numbers. `pin_harness` runs before any Envoy is spawned, so that every Envoy is born
+/// alike, then `pin_envoy` moves each one's threads. Best effort: without it the numbers are
+/// only noisier.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_set(cpus: impl Iterator<Item = usize>) -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET only writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in cpus {
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    set
+}
+
+fn pin_threads(pid: u32, set: &libc::cpu_set_t) {
+    let tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for tid in tids {
+        // SAFETY: sched_setaffinity on a thread id with a valid, initialised set.
+        unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    }
+}
+
+fn pin_harness() {
+    if cores() >= 2 {
+        pin_threads(std::process::id(), &cpu_set(0..cores() - 1));
+    }
+}
+
+fn pin_envoy(pid: u32) {
+    if cores() >= 2 {
+        pin_threads(pid, &cpu_set(std::iter::once(cores() - 1)));
+    }
+}
+
 /// Envoy's user + system CPU time so far (all threads), from `/proc/<pid>/stat`.
 fn process_cpu(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<envoy>/stat")?;
@@ -163,13 +231,12 @@ fn send_load(mesh: &Mesh, scenario: &Scenario, count: usize, per_connection: usi
     Ok(())
 }
 
-/// Runs one scenario and measures it.
-pub fn measure(scenario: &Scenario, load: Load) -> Result<Measurement> {
+/// Starts one scenario's Envoy and warms it up.
+fn start_scenario(scenario: &Scenario, load: Load, scratch: &std::path::Path) -> Result<Mesh> {
     let mut options = MeshOptions::default();
-    let scratch = crate::scratch_dir("bench")?;
     match &scenario.filter {
         Filter::None => {
-            let template = scratch.join("no-filter.yaml");
+            let template = scratch.join(format!("no-filter-{}.yaml", crate::unique_name("t")));
             fs::write(&template, template_without_filter()?)?;
             options.envoy_template = Some(template);
             options.allow_rejected_policy = true; // there is no plugin to accept anything
@@ -182,50 +249,67 @@ pub fn measure(scenario: &Scenario, load: Load) -> Result<Measurement> {
         }
     }
     let mesh = Mesh::start(options).with_context(|| format!("starting scenario {:?}", scenario.name))?;
+    pin_envoy(mesh.envoy().pid());
     send_load(&mesh, scenario, load.warmup, load.per_connection)?;
-    let pid = mesh.envoy().pid();
-    let cpu_before = process_cpu(pid)?;
-    let started = Instant::now();
-    send_load(&mesh, scenario, load.requests, load.per_connection)?;
-    let wall = started.elapsed();
-    let cpu = process_cpu(pid)?.saturating_sub(cpu_before);
-    drop(mesh);
+    Ok(mesh)
+}
+
+/// Measures every scenario. All the Envoys run at once and the windows go round-robin
+/// (scenario 1, 2, 3, 1, 2, 3, ...), so a slow drift of the machine (a shared VM's steal
+/// time, frequency) weighs on every row alike instead of on whichever ran last.
+pub fn run(scenarios: &[Scenario], load: Load) -> Result<Vec<Measurement>> {
+    let scratch = crate::scratch_dir("bench")?;
+    // Start the helper threads that spawn Envoys and serve traffic before pinning, so that
+    // they are pinned too (a thread inherits its creator's affinity).
+    drop(crate::echo::Echo::start()?);
+    pin_harness();
+    let mut meshes = Vec::with_capacity(scenarios.len());
+    for s in scenarios {
+        eprintln!("bench: starting {} ({} warm-up requests)", s.name, load.warmup);
+        meshes.push(start_scenario(s, load, &scratch)?);
+    }
+    let mut rows: Vec<Measurement> = scenarios
+        .iter()
+        .map(|s| Measurement { name: s.name.clone(), requests: load.requests, windows: Vec::new() })
+        .collect();
+    for window in 0..load.windows.max(1) {
+        eprintln!("bench: window {} of {} ({} requests per scenario)", window + 1, load.windows, load.requests);
+        for ((scenario, mesh), row) in scenarios.iter().zip(&meshes).zip(rows.iter_mut()) {
+            let pid = mesh.envoy().pid();
+            let cpu_before = process_cpu(pid)?;
+            let started = Instant::now();
+            send_load(mesh, scenario, load.requests, load.per_connection)?;
+            row.windows.push((process_cpu(pid)?.saturating_sub(cpu_before), started.elapsed()));
+        }
+    }
+    drop(meshes);
     let _ = fs::remove_dir_all(&scratch);
-    Ok(Measurement { name: scenario.name.clone(), requests: load.requests, cpu, wall })
+    Ok(rows)
 }
 
 /// The table: one row per measurement, ratios against the first row.
 pub fn table(rows: &[Measurement]) -> String {
     let base = rows.first().map(Measurement::cpu_us_per_request).unwrap_or(0.0);
     let mut out = format!(
-        "{:<44} {:>9} {:>13} {:>9} {:>10} {:>9}\n",
-        "scenario", "requests", "CPU us/req", "ratio", "+us/req", "req/s"
+        "{:<40} {:>8} {:>11} {:>13} {:>8} {:>9} {:>8}\n",
+        "scenario", "requests", "CPU us/req", "(min-max)", "ratio", "+us/req", "req/s"
     );
     for m in rows {
         let per = m.cpu_us_per_request();
+        let (lo, hi) = m.spread();
         let ratio = if base > 0.0 { per / base } else { 0.0 };
-        let rps = m.requests as f64 / m.wall.as_secs_f64().max(1e-9);
         out.push_str(&format!(
-            "{:<44} {:>9} {:>13.1} {:>8.2}x {:>10.1} {:>9.0}\n",
+            "{:<40} {:>8} {:>11.1} {:>13} {:>7.2}x {:>9.1} {:>8.0}\n",
             m.name,
-            m.requests,
+            m.requests * m.windows.len(),
             per,
+            format!("({lo:.0}-{hi:.0})"),
             ratio,
             per - base,
-            rps
+            m.throughput()
         ));
     }
     out
-}
-
-/// Measures every scenario, printing each row as it completes, then the table.
-pub fn run(scenarios: &[Scenario], load: Load) -> Result<Vec<Measurement>> {
-    let mut rows = Vec::new();
-    for s in scenarios {
-        eprintln!("bench: {} ({} requests after {} warm-up)...", s.name, load.requests, load.warmup);
-        rows.push(measure(s, load)?);
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]

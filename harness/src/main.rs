@@ -83,11 +83,14 @@ enum Command {
     /// Envoy CPU time per request: no filter, a no-op Wasm filter, meshguard (a benchmark).
     Bench {
         /// Requests measured per scenario.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 10_000)]
         requests: usize,
         /// Requests sent before measuring.
         #[arg(long, default_value_t = 2_000)]
         warmup: usize,
+        /// Also measure meshguard with this policy file (repeatable): one more row each.
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
     },
 }
 
@@ -113,7 +116,7 @@ fn main() -> ExitCode {
         }
         Command::Up { policy, json } => harness::demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
-        Command::Bench { requests, warmup } => bench(requests, warmup),
+        Command::Bench { requests, warmup, policies } => bench(requests, warmup, &policies),
     };
     match result {
         Ok(code) => code,
@@ -282,10 +285,23 @@ fn render(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(requests: usize, warmup: usize) -> anyhow::Result<ExitCode> {
+fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> anyhow::Result<ExitCode> {
     use harness::bench;
     let load = bench::Load { requests, warmup, ..bench::Load::default() };
-    let rows = bench::run(&bench::standard_scenarios()?, load)?;
+    let mut scenarios = bench::standard_scenarios()?;
+    for path in policies {
+        if let Err(e) = load_policy(path) {
+            print_policy_error(path, &e);
+            return Ok(ExitCode::from(2));
+        }
+        scenarios.push(bench::Scenario {
+            name: format!("meshguard ({})", path.file_name().unwrap_or_default().to_string_lossy()),
+            filter: bench::Filter::Meshguard { policy_json: harness::policy_file::load_json(path)? },
+            headers: Vec::new(),
+            path: "/api/items".to_string(),
+        });
+    }
+    let rows = bench::run(&scenarios, load)?;
     println!(
         "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 over mTLS, keep-alive:",
         harness::envoy::PINNED_VERSION
