@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::decision::Decision;
+use crate::decision::{Decision, HeaderMutation};
 use crate::policy::{LogSettings, Policy};
 use crate::request::RequestView;
 
@@ -81,8 +81,9 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
             .collect();
         obj.insert("headers".into(), Value::Array(headers));
     }
-    obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text)}));
+    obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text), "tls": req.tls}));
     obj.insert("direction".into(), req.direction.as_str().into());
+    obj.insert("endOfStream".into(), req.end_of_stream.into());
     Value::Object(obj)
 }
 
@@ -98,7 +99,18 @@ pub(crate) fn record(
     let findings: Vec<Value> = decision
         .findings
         .iter()
-        .map(|f| json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced}))
+        .map(|f| {
+            json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced, "action": f.remedy.as_str()})
+        })
+        .collect();
+    // Which headers were removed or rewritten: names only, never values.
+    let mutations: Vec<Value> = decision
+        .mutations
+        .iter()
+        .map(|m| match m {
+            HeaderMutation::Remove { name } => json!({"op": "remove", "name": text(name)}),
+            HeaderMutation::Set { name, .. } => json!({"op": "set", "name": text(name)}),
+        })
         .collect();
     json!({
         "time": rfc3339_millis(unix_millis),
@@ -110,6 +122,7 @@ pub(crate) fn record(
         "code": primary.map(|f| f.code.as_str()),
         "rule": primary.map(|f| f.rule.as_str()),
         "findings": findings,
+        "headerMutations": mutations,
         "principal": decision.principal,
         "policyRevision": policy.revision(),
         "request": request_json(settings, req),

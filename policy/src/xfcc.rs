@@ -109,6 +109,17 @@ pub fn last_element<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option
     last.map(parse_element).transpose()
 }
 
+/// Every non-empty element of the header, raw (quotes kept), in order, given every value of the
+/// header in order. The last one is the element the local Envoy appended (APPEND_FORWARD) or
+/// set (SANITIZE_SET), on an mTLS connection.
+pub fn raw_elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Vec<&'a [u8]>, XfccError> {
+    let mut out = Vec::new();
+    for value in values {
+        out.extend(split_unquoted(value, b',')?.into_iter().map(trim).filter(|e| !e.is_empty()));
+    }
+    Ok(out)
+}
+
 /// The `URI` values of an element.
 pub fn uris(element: &[Pair]) -> impl Iterator<Item = &[u8]> {
     element.iter().filter(|p| p.key.eq_ignore_ascii_case(b"URI")).map(|p| p.value.as_slice())
