@@ -559,9 +559,9 @@ impl RequestHygiene {
         if !req.peer.mtls {
             return true;
         }
-        match crate::xfcc::raw_elements(req.header_all("x-forwarded-client-cert")) {
+        match crate::xfcc::count_elements(req.header_all("x-forwarded-client-cert")) {
             Err(_) => true,
-            Ok(elements) if elements.len() <= 1 => false,
+            Ok(0 | 1) => false,
             Ok(_) => !self.peer_forwards_xfcc(req),
         }
     }
@@ -775,10 +775,12 @@ impl<'a> Scan<'a> {
             }
             s.count += 1;
             s.longest = s.longest.max(name.len().saturating_add(value.len()));
-            s.bad_name |= name.is_empty() || !name.iter().all(|&b| is_tchar(b));
-            s.underscore |= name.contains(&b'_');
-            s.control |= has_control(value);
-            s.non_ascii |= h.bad_non_ascii(value);
+            let (bad_name, underscore) = name_classes(name);
+            s.bad_name |= bad_name;
+            s.underscore |= underscore;
+            let (control, high) = value_classes(value);
+            s.control |= control;
+            s.non_ascii |= high && (!h.allow_utf8 || std::str::from_utf8(value).is_err());
             s.whitespace |= matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'));
             let seen = match classify(name) {
                 Known::ContentLength => &mut s.content_length,
@@ -859,6 +861,64 @@ impl<'a> Scan<'a> {
 
 fn has_control(value: &[u8]) -> bool {
     value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// RFC 9110 `tchar`, as a table. (Built at compile time: an index out of range would fail the
+/// build, never a request.)
+#[allow(clippy::indexing_slicing)]
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// (not a token, contains `_`) in one pass over a header name.
+fn name_classes(name: &[u8]) -> (bool, bool) {
+    let mut bad = name.is_empty();
+    let mut underscore = false;
+    for &b in name {
+        bad |= !TCHAR.get(usize::from(b)).copied().unwrap_or(false);
+        underscore |= b == b'_';
+    }
+    (bad, underscore)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Some byte of `x` is below `n` (n <= 128); bytes >= 0x80 never count.
+fn swar_has_less(x: u64, n: u8) -> bool {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI != 0
+}
+
+/// (a control byte other than tab, or DEL; a byte >= 0x80) in one pass over a header value,
+/// eight bytes at a time: values are most of a request's bytes, and wasm32 has no SIMD here.
+fn value_classes(value: &[u8]) -> (bool, bool) {
+    let mut high = 0u64;
+    let mut suspect = false;
+    let mut chunks = value.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        high |= x;
+        // Below 0x20 (tab included: checked exactly below) or DEL (x ^ 0x7f has a zero byte).
+        suspect |= swar_has_less(x, 0x20) || swar_has_less(x ^ (LO * 0x7f), 1);
+    }
+    let mut tail_high = false;
+    for &b in chunks.remainder() {
+        tail_high |= b >= 0x80;
+        suspect |= b < 0x20 || b == 0x7f;
+    }
+    let control = suspect && has_control(value);
+    (control, high & HI != 0 || tail_high)
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -968,6 +1028,37 @@ mod tests {
         assert_eq!(classify(b"x-envoy-a-very-long-header-name-beyond-the-buffer"), Known::Envoy);
         assert_eq!(classify(b"a-very-long-header-name-beyond-the-stack-buffer"), Known::Other);
         assert_eq!(classify(b""), Known::Other);
+    }
+
+    #[test]
+    fn value_classes_agree_with_the_plain_definitions() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..200 {
+            for _ in 0..50 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Mostly printable, sometimes a tab, a control, DEL or a high byte.
+                        match x % 40 {
+                            0 => b'\t',
+                            1 => (x >> 8) as u8 % 0x20,
+                            2 => 0x7f,
+                            3 => 0x80 | (x >> 8) as u8,
+                            _ => 0x20 + ((x >> 8) as u8 % 0x5f),
+                        }
+                    })
+                    .collect();
+                let plain = (has_control(&v), v.iter().any(|&b| b >= 0x80));
+                assert_eq!(value_classes(&v), plain, "{v:?}");
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(name_classes(&[b]), (!is_tchar(b), b == b'_'), "{b}");
+            let v = [b'a', b'a', b'a', b'a', b'a', b'a', b'a', b];
+            assert_eq!(value_classes(&v), (has_control(&v), b >= 0x80), "{b}");
+        }
     }
 
     #[test]
