@@ -117,6 +117,44 @@ pub struct OwnedRequest {
     /// Whether the headers ended the stream; absent means true (no body).
     #[serde(default)]
     pub end_of_stream: Option<bool>,
+    /// The exact bytes of header fields that are not valid UTF-8 (`headers` holds them with
+    /// U+FFFD in place of the bad bytes): `[[index into headers, name hex, value hex], ...]`.
+    #[serde(default, deserialize_with = "binary_headers")]
+    pub binary_headers: Vec<BinaryHeader>,
+}
+
+/// A header field's exact bytes: (index into `headers`, name, value).
+pub type BinaryHeader = (usize, Vec<u8>, Vec<u8>);
+
+/// Lowercase hex, two digits a byte (what the decision log writes for `binaryHeaders`).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
+        out.push(char::from(DIGITS.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let raw = text.as_bytes();
+    let pairs = raw.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    pairs.map(|pair| Some(digit(*pair.first()?)? * 16 + digit(*pair.get(1)?)?)).collect()
+}
+
+fn binary_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BinaryHeader>, D::Error> {
+    let raw: Vec<(usize, String, String)> = serde::Deserialize::deserialize(d)?;
+    raw.into_iter()
+        .map(|(i, n, v)| match (from_hex(&n), from_hex(&v)) {
+            (Some(n), Some(v)) => Ok((i, n, v)),
+            _ => Err(serde::de::Error::custom("binaryHeaders: names and values are hex strings")),
+        })
+        .collect()
 }
 
 fn default_scheme() -> String {
@@ -152,7 +190,12 @@ impl OwnedRequest {
             (b":authority", self.authority.as_bytes()),
             (b":scheme", self.scheme.as_bytes()),
         ];
-        pairs.extend(self.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        pairs.extend(self.headers.iter().enumerate().map(|(i, (n, v))| {
+            match self.binary_headers.iter().find(|(j, _, _)| *j == i) {
+                Some((_, n, v)) => (n.as_slice(), v.as_slice()),
+                None => (n.as_bytes(), v.as_bytes()),
+            }
+        }));
         pairs
     }
 

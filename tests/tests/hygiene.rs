@@ -420,6 +420,26 @@ fn sidecar_preset_over_http1_and_http2() -> Result<()> {
     let a = curl_h2(&mesh, "h2-trailing-ws", None, &["-H", "x-a: b ", "-H", "x-request-id: h2-trailing-ws"], "/a")?;
     assert_passed_with(&mesh, &a, "hygiene_header_value_whitespace", "log")?;
 
+    // Every logged request replays offline (`meshguard replay`) to the same decision, obs-text
+    // and all: except where the evidence is never logged (the query, redacted credentials).
+    let compiled = policy::Policy::from_value(policy.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut replayed = 0;
+    for d in decisions(&mesh) {
+        let redacted = d["request"]["headers"].as_array().is_some_and(|hs| hs.iter().any(|h| h[1] == "[redacted]"));
+        if redacted || d["code"] == "hygiene_too_many_query_params" {
+            continue;
+        }
+        let req: policy::request::OwnedRequest = serde_json::from_value(d["request"].clone())?;
+        let pairs = req.pairs();
+        let again = compiled.evaluate(&req.view(&pairs));
+        let codes: Vec<&str> = again.findings.iter().map(|f| f.code.as_str()).collect();
+        let logged: Vec<&str> =
+            d["findings"].as_array().into_iter().flatten().filter_map(|f| f["code"].as_str()).collect();
+        assert_eq!((again.outcome(), codes), (d["outcome"].as_str().unwrap_or(""), logged), "replay of {d}");
+        replayed += 1;
+    }
+    assert!(replayed >= 35, "only {replayed} decisions replayed");
+
     // The counters count what the log says.
     assert_eq!(prom_counter(&mesh, "meshguard_denied_total")?, refused.len() as u64 + 5);
     assert_eq!(finding_counter(&mesh, "hygiene", "hygiene_body_on_get", "enforced")?, 3);
