@@ -48,6 +48,22 @@ extern "C" {
     ) -> u32;
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -79,6 +95,56 @@ pub fn request_header_map() -> Result<Vec<u8>, Status> {
     let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
     match status {
         OK => Ok(adopt(data, size)),
+        other => Err(Status(other)),
+    }
+}
+
+/// Remove every value of a request header (`name` lowercase, as Envoy keys its map).
+pub fn remove_request_header(name: &[u8]) -> Result<(), Status> {
+    // SAFETY: FFI call; `name` is a live slice.
+    let status =
+        unsafe { proxy_remove_header_map_value(MapType::HttpRequestHeaders as u32, name.as_ptr(), name.len()) };
+    match status {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Replace every value of a request header with one value.
+pub fn replace_request_header(name: &[u8], value: &[u8]) -> Result<(), Status> {
+    // SAFETY: FFI call; `name` and `value` are live slices.
+    let status = unsafe {
+        proxy_replace_header_map_value(
+            MapType::HttpRequestHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
+    match status {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Ask Envoy to pick the route again: Envoy's `clear_route_cache` foreign function
+/// (`source/extensions/common/wasm/foreign.cc`, `decoder_callbacks->downstreamCallbacks()->
+/// clearRouteCache()`). Envoy 1.40 also clears the cache by itself when a Wasm filter changes
+/// request headers; calling it explicitly keeps meshguard right on hosts that do not.
+/// `Err(Status(1))` (NotFound) on a host without the function.
+pub fn clear_route_cache() -> Result<(), Status> {
+    const NAME: &[u8] = b"clear_route_cache";
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; the name is a static slice, the (empty) arguments a dangling-but-valid
+    // zero-length slice, the out-pointers point to live locals.
+    let status =
+        unsafe { proxy_call_foreign_function(NAME.as_ptr(), NAME.len(), [].as_ptr(), 0, &mut data, &mut size) };
+    // The function returns nothing; adopt (and free) whatever the host may have allocated.
+    drop(adopt(data, size));
+    match status {
+        OK => Ok(()),
         other => Err(Status(other)),
     }
 }

@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use policy::{Decision, Direction, Peer, Policy, RequestView, Verdict};
+use policy::{Decision, Direction, HeaderMutation, Peer, Policy, RequestView, Verdict};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
@@ -22,6 +22,9 @@ pub const DECISION_LOG_PREFIX: &str = "meshguard.decision ";
 const PROPERTY_MTLS: &[u8] = b"connection\0mtls";
 /// `connection.uri_san_peer_certificate`: the first URI SAN of the peer certificate, bytes.
 const PROPERTY_URI_SAN: &[u8] = b"connection\0uri_san_peer_certificate";
+/// `connection.tls_version`: `TLSv1.3` and the like on a TLS connection, absent or empty on a
+/// plaintext one.
+const PROPERTY_TLS_VERSION: &[u8] = b"connection\0tls_version";
 
 /// The local reply's headers, serialized once at compile time: only the content type, nothing
 /// that says more than the body does.
@@ -122,9 +125,9 @@ pub struct RequestGuard {
 impl Context for RequestGuard {}
 
 impl HttpContext for RequestGuard {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         match self.policy.as_deref() {
-            Some(policy) => guard(policy, &self.metrics),
+            Some(policy) => guard(policy, &self.metrics, end_of_stream),
             None => {
                 // Envoy creates no request context for a plugin whose configuration failed,
                 // so this is a host anomaly; fail closed.
@@ -135,8 +138,8 @@ impl HttpContext for RequestGuard {
     }
 }
 
-/// Read, evaluate, count, log, enforce.
-fn guard(policy: &Policy, metrics: &Metrics) -> Action {
+/// Read, evaluate, count, log, enforce (a local reply, or the header mutations of a strip).
+fn guard(policy: &Policy, metrics: &Metrics, end_of_stream: bool) -> Action {
     let buf = match hostcalls::request_header_map() {
         Ok(buf) => buf,
         Err(status) => {
@@ -150,11 +153,19 @@ fn guard(policy: &Policy, metrics: &Metrics) -> Action {
     };
 
     // Fetched only when a check reads them; each is a host call. Their buffers outlive the view.
-    let (mtls, uri_san) = if policy.needs().peer { peer_properties() } else { (false, None) };
+    let needs = policy.needs();
+    let (mtls, uri_san) = if needs.peer {
+        peer_properties()
+    } else if needs.mtls {
+        (mtls_property(), None)
+    } else {
+        (false, None)
+    };
     let peer = Peer { mtls, uri_san: uri_san.as_deref() };
+    let tls = mtls || (needs.tls && tls_property());
     // TODO(direction): Inbound until the policy says otherwise; Envoy's `listener_direction`
     // property can tell sidecar inbound from outbound when egress checks need it.
-    let view = RequestView::new(&headers, peer, Direction::Inbound);
+    let view = RequestView::new(&headers, peer, Direction::Inbound).with_end_of_stream(end_of_stream).with_tls(tls);
 
     let decision = policy.evaluate(&view);
     let outcome = outcome(&decision);
@@ -173,6 +184,7 @@ fn guard(policy: &Policy, metrics: &Metrics) -> Action {
     }
 
     if outcome != Outcome::Denied {
+        apply_mutations(&decision);
         return Action::Continue;
     }
     let deny = policy.deny_response();
@@ -190,11 +202,49 @@ fn guard(policy: &Policy, metrics: &Metrics) -> Action {
     Action::Pause
 }
 
+/// Apply a strip: remove or rewrite the headers, then have Envoy pick the route again, so that
+/// it routes on what the application will see. A failed host call is logged; the request goes
+/// on (the header was either changed or Envoy refused a change to a header it owns).
+fn apply_mutations(decision: &Decision) {
+    if decision.mutations.is_empty() {
+        return;
+    }
+    for m in &decision.mutations {
+        let result = match m {
+            HeaderMutation::Remove { name } => hostcalls::remove_request_header(name),
+            HeaderMutation::Set { name, value } => hostcalls::replace_request_header(name, value),
+        };
+        if let Err(status) = result {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "meshguard: could not change request header {} (host status {})",
+                    String::from_utf8_lossy(m.name()),
+                    status.0
+                ),
+            );
+        }
+    }
+    if let Err(status) = hostcalls::clear_route_cache() {
+        log(LogLevel::Warn, &format!("meshguard: clear_route_cache failed (host status {})", status.0));
+    }
+}
+
+/// `connection.mtls` alone: the peer presented a certificate Envoy validated.
+fn mtls_property() -> bool {
+    matches!(hostcalls::property(PROPERTY_MTLS), Ok(Some(v)) if is_true(&v))
+}
+
+/// Whether the downstream connection is TLS: `connection.tls_version` is set and not empty.
+fn tls_property() -> bool {
+    matches!(hostcalls::property(PROPERTY_TLS_VERSION), Ok(Some(v)) if !v.is_empty())
+}
+
 /// `connection.mtls`, then — only for an mTLS peer, since without a client certificate there
 /// is no SAN to read — `connection.uri_san_peer_certificate`. Host errors read as "no mTLS" /
 /// "no SAN": the identity check then fails closed.
 fn peer_properties() -> (bool, Option<Vec<u8>>) {
-    let mtls = matches!(hostcalls::property(PROPERTY_MTLS), Ok(Some(v)) if is_true(&v));
+    let mtls = mtls_property();
     if !mtls {
         return (false, None);
     }
@@ -234,7 +284,7 @@ fn log(level: LogLevel, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy::{Check, Finding, ReasonCode};
+    use policy::{Check, Finding, ReasonCode, Remedy};
 
     #[test]
     fn deny_headers_are_exactly_the_content_type() {
@@ -258,6 +308,7 @@ mod tests {
             code: ReasonCode::PeerIdentityMissing,
             rule: "identity.requirePeerIdentity".into(),
             enforced,
+            remedy: Remedy::Reject,
         }
     }
 

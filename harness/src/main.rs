@@ -162,7 +162,12 @@ fn decision_json(d: &policy::Decision) -> serde_json::Value {
         "enforced": d.enforced(),
         "findings": d.findings.iter().map(|f| json!({
             "check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced,
+            "action": f.remedy.as_str(),
         })).collect::<Vec<_>>(),
+        "headerMutations": d.mutations.iter().map(|m| match m {
+            policy::HeaderMutation::Remove { name } => json!({"op": "remove", "name": String::from_utf8_lossy(name)}),
+            policy::HeaderMutation::Set { name, .. } => json!({"op": "set", "name": String::from_utf8_lossy(name)}),
+        }).collect::<Vec<_>>(),
         "principal": d.principal,
     })
 }

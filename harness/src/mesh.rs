@@ -60,7 +60,9 @@ pub struct MeshOptions {
     pub wasm: Option<PathBuf>,
     /// The trust domain of the mesh's workloads (default `cluster.local`).
     pub trust_domain: String,
-    /// Another listener template with the same placeholders (default: the sidecar inbound one).
+    /// Another listener template with the same placeholders (default: the sidecar inbound one):
+    /// `envoy-config/gateway.yaml`, `envoy-config/plain-envoy.yaml`. The mesh serves on its
+    /// listener named `virtualInbound`, or else on its only listener.
     pub envoy_template: Option<PathBuf>,
     /// How Envoy is started (log level, extra args).
     pub envoy: EnvoyOptions,
@@ -189,7 +191,14 @@ impl Mesh {
 
         let mut envoy = Envoy::start_with(&config_path, &work_dir, &options.envoy)?;
         envoy.wait_ready(READY_TIMEOUT)?;
-        let listener = envoy.listener_addr(LISTENER_NAME)?;
+        let listener = match envoy.listener_addr(LISTENER_NAME) {
+            Ok(addr) => addr,
+            // Another template (a gateway, plain Envoy): its only listener.
+            Err(e) => match envoy.listeners()?.as_slice() {
+                [(_, addr)] => *addr,
+                _ => return Err(e),
+            },
+        };
 
         let mut mesh =
             Mesh { envoy, echo, pki, work_dir, remove_work_dir, listener, ecds_path, wasm, version: AtomicU64::new(1) };

@@ -107,6 +107,9 @@ fn check_wasm_plugin(manifest: &Value, source: &str) {
     let spec = &manifest["spec"];
     // The ordering and failure mode meshguard depends on.
     assert_eq!(spec["phase"], "AUTHN", "{source}");
+    // First within the phase too (Istio orders a phase's plugins by descending priority): the
+    // hygiene guards must see every request before any other plugin does.
+    assert!(spec["priority"].as_i64().is_some_and(|p| p >= 1000), "{source}: priority {}", spec["priority"]);
     assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{source}");
     assert_eq!(spec["pluginName"], "meshguard", "{source}");
     policy::Policy::from_value(spec["pluginConfig"].clone())

@@ -17,6 +17,29 @@ impl Verdict {
     }
 }
 
+/// What a finding does to the request (when it is enforced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Remedy {
+    /// The request is refused.
+    #[default]
+    Reject,
+    /// The offending headers are removed (or rewritten) and the request goes on; see
+    /// [`Decision::mutations`].
+    Strip,
+    /// Nothing happens to the request: the finding is only logged and counted.
+    Log,
+}
+
+impl Remedy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Remedy::Reject => "reject",
+            Remedy::Strip => "strip",
+            Remedy::Log => "log",
+        }
+    }
+}
+
 /// One thing a check found wrong with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -25,38 +48,70 @@ pub struct Finding {
     /// The id of the rule that fired: a policy rule id, or the built-in rule's path in the
     /// policy document (for example `identity.requirePeerIdentity`).
     pub rule: String,
-    /// False when the check or the rule runs in dry-run: the finding is logged, not enforced.
+    /// False when the check or the rule runs in dry-run (the finding is logged, not enforced),
+    /// and always false for [`Remedy::Log`].
     pub enforced: bool,
+    /// What the finding does when enforced: refuse the request, strip headers, or nothing.
+    pub remedy: Remedy,
+}
+
+/// A change the filter makes to the request headers before letting the request go on (an
+/// enforced [`Remedy::Strip`]). Names are lowercase, as Envoy keys its header map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMutation {
+    /// Remove every value of this header.
+    Remove { name: Vec<u8> },
+    /// Replace every value of this header with one value.
+    Set { name: Vec<u8>, value: Vec<u8> },
+}
+
+impl HeaderMutation {
+    pub fn name(&self) -> &[u8] {
+        match self {
+            HeaderMutation::Remove { name } | HeaderMutation::Set { name, .. } => name,
+        }
+    }
 }
 
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
-    /// Every finding, in the order the checks ran. Evaluation stops at the first enforced one.
+    /// Every finding, in the order the checks ran. Evaluation stops at the first enforced
+    /// rejection.
     pub findings: Vec<Finding>,
     /// The SPIFFE ID the peer-identity check established, when it established one.
     pub principal: Option<String>,
+    /// Header changes to apply before the request goes on (only when it is not refused).
+    /// Anything the filter changes here, it changes before Envoy picks the route, so the route
+    /// cache is cleared after applying them.
+    pub mutations: Vec<HeaderMutation>,
 }
 
 impl Decision {
-    /// Deny when anything was found, enforced or not: dry-run findings still read "deny" with
-    /// [`Decision::enforced`] false (a would-deny).
+    /// Deny when a rejecting finding was found, enforced or not: dry-run rejections still read
+    /// "deny" with [`Decision::enforced`] false (a would-deny). Strips and log-only findings
+    /// never make a deny.
     pub fn verdict(&self) -> Verdict {
-        if self.findings.is_empty() {
-            Verdict::Allow
-        } else {
+        if self.findings.iter().any(|f| f.remedy == Remedy::Reject) {
             Verdict::Deny
+        } else {
+            Verdict::Allow
         }
     }
 
     /// True when the request must be refused.
     pub fn enforced(&self) -> bool {
-        self.findings.iter().any(|f| f.enforced)
+        self.findings.iter().any(|f| f.enforced && f.remedy == Remedy::Reject)
     }
 
-    /// The finding that explains the decision: the enforced one, else the first dry-run one.
+    /// The finding that explains the decision: the enforced rejection, else the first
+    /// rejection (dry-run), else the first finding of any kind.
     pub fn primary(&self) -> Option<&Finding> {
-        self.findings.iter().find(|f| f.enforced).or_else(|| self.findings.first())
+        self.findings
+            .iter()
+            .find(|f| f.enforced && f.remedy == Remedy::Reject)
+            .or_else(|| self.findings.iter().find(|f| f.remedy == Remedy::Reject))
+            .or_else(|| self.findings.first())
     }
 
     /// `allow`, `deny` or `would_deny`.
@@ -66,5 +121,29 @@ impl Decision {
             (Verdict::Deny, true) => "deny",
             (Verdict::Deny, false) => "would_deny",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(enforced: bool, remedy: Remedy) -> Finding {
+        Finding { check: Check::Hygiene, code: ReasonCode::HygieneUnderscoreHeader, rule: "r".into(), enforced, remedy }
+    }
+
+    #[test]
+    fn strips_and_logs_never_deny() {
+        let mut d = Decision::default();
+        d.findings.push(f(true, Remedy::Strip));
+        d.findings.push(f(false, Remedy::Log));
+        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Allow, false, "allow"));
+        assert_eq!(d.primary().map(|p| p.remedy), Some(Remedy::Strip));
+        d.findings.push(f(false, Remedy::Reject));
+        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Deny, false, "would_deny"));
+        assert_eq!(d.primary().map(|p| p.remedy), Some(Remedy::Reject));
+        d.findings.push(f(true, Remedy::Reject));
+        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Deny, true, "deny"));
+        assert!(d.primary().is_some_and(|p| p.enforced));
     }
 }

@@ -7,6 +7,9 @@
 //! mode: enforce                # or dry-run: nothing is blocked, would-denies are logged
 //! denyResponse: { status: 403, message: access denied, includeReasonCode: true }
 //! decisionLog: { allowSampleRate: 0.0, redactHeaders: [x-api-key], includeHeaders: true }
+//! hygiene:                     # request-hygiene guards, see crate::hygiene
+//!   preset: sidecar            # or gateway-strict, audit
+//!   guards: { doubleSlash: { action: reject } }
 //! identity:
 //!   mode: enforce
 //!   requirePeerIdentity: true
@@ -35,6 +38,9 @@ pub struct PolicyDocument {
     pub deny_response: DenyResponseDoc,
     #[serde(default)]
     pub decision_log: DecisionLogDoc,
+    /// Request-hygiene guards (see [`crate::hygiene`]); they run before every other check.
+    #[serde(default)]
+    pub hygiene: Option<crate::hygiene::doc::HygieneDoc>,
     #[serde(default)]
     pub identity: Option<IdentityDoc>,
 }

@@ -85,3 +85,55 @@ pub fn evaluate(policy: &Policy, data: &[u8]) -> Result<(), String> {
     let _ = policy.deny_response().body(decision.primary().map(|f| f.code), view.request_id());
     Ok(())
 }
+
+/// A request built from arbitrary bytes as in [`evaluate`] (the first byte also says whether
+/// the headers ended the stream and whether the connection is TLS) decided by `policy`, which
+/// should have request-hygiene guards: every header mutation names a header of the request,
+/// and after the mutations are applied the request trips no strip again (a strip removes
+/// everything it found).
+pub fn hygiene(policy: &Policy, data: &[u8]) -> Result<(), String> {
+    use crate::decision::{HeaderMutation, Remedy};
+    let flags = data.first().copied().unwrap_or(0);
+    let mut lines = data.split(|&b| b == b'\n');
+    let uri_san = lines.next();
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = lines
+        .map(|line| {
+            let split = line.iter().skip(1).position(|&b| b == b':').map_or(line.len(), |i| i + 1);
+            let (name, value) = line.split_at(split);
+            (name.to_vec(), value.get(1..).unwrap_or_default().to_vec())
+        })
+        .collect();
+    let decide = |headers: &[(Vec<u8>, Vec<u8>)]| {
+        let pairs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+        let peer = crate::Peer { mtls: flags & 1 == 1, uri_san };
+        let view = crate::RequestView::new(&pairs, peer, crate::Direction::Inbound)
+            .with_end_of_stream(flags & 2 == 0)
+            .with_tls(flags & 5 != 0);
+        let decision = policy.evaluate(&view);
+        let line = policy.decision_log_line(&decision, &view, 0);
+        serde_json::from_str::<serde_json::Value>(&line).map(|_| decision).map_err(|e| format!("log line: {e}: {line}"))
+    };
+    let first = decide(&headers)?;
+    if first.enforced() {
+        return Ok(());
+    }
+    for m in &first.mutations {
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(m.name())) {
+            return Err(format!("mutation of an absent header {:?}", String::from_utf8_lossy(m.name())));
+        }
+        match m {
+            HeaderMutation::Remove { name } => headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name)),
+            HeaderMutation::Set { name, value } => {
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    let stripped: Vec<_> =
+        first.findings.iter().filter(|f| f.remedy == Remedy::Strip && f.enforced).map(|f| f.code).collect();
+    let second = decide(&headers)?;
+    if let Some(again) = second.findings.iter().find(|f| stripped.contains(&f.code)) {
+        return Err(format!("{} tripped again after its strip", again.code.as_str()));
+    }
+    Ok(())
+}

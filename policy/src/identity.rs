@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::decision::{Decision, Finding};
+use crate::decision::{Decision, Finding, Remedy};
 use crate::document::{Action, IdentityDoc, IdentitySource, Mode};
 use crate::error::ConfigErrors;
 use crate::reason::{Check, ReasonCode};
@@ -108,7 +108,13 @@ impl PeerIdentity {
     }
 
     fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
-        Finding { check: Check::PeerIdentity, code, rule: rule.to_string(), enforced: self.enforced && enforced }
+        Finding {
+            check: Check::PeerIdentity,
+            code,
+            rule: rule.to_string(),
+            enforced: self.enforced && enforced,
+            remedy: Remedy::Reject,
+        }
     }
 
     /// Establish the peer's SPIFFE ID, or say why there is none. `Ok(None)`: an anonymous

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod document;
 pub mod error;
 pub mod fuzzing;
+pub mod hygiene;
 pub mod identity;
 pub mod log;
 pub mod path;
@@ -25,7 +26,7 @@ pub mod route;
 pub mod spiffe;
 pub mod xfcc;
 
-pub use decision::{Decision, Finding, Verdict};
+pub use decision::{Decision, Finding, HeaderMutation, Remedy, Verdict};
 pub use error::{ConfigError, ConfigErrors};
 pub use policy::{DenyResponse, LogSettings, Needs, Policy};
 pub use reason::{Check, ReasonCode};

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::decision::Decision;
+use crate::decision::{Decision, HeaderMutation};
 use crate::policy::{LogSettings, Policy};
 use crate::request::RequestView;
 
@@ -62,27 +62,39 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     obj.insert("authority".into(), text(req.authority()).into());
     obj.insert("scheme".into(), text(req.scheme()).into());
     if settings.include_headers {
+        let mut binary = Vec::new();
         let headers: Vec<Value> = req
             .headers
             .iter()
             .filter(|(n, _)| !n.starts_with(b":"))
-            .map(|(n, v)| {
+            .enumerate()
+            .map(|(i, (n, v))| {
                 let name = text(n);
-                let value = if settings.redact.contains(&name.to_ascii_lowercase()) || looks_like_jwt(v) {
+                let redacted = settings.redact.contains(&name.to_ascii_lowercase()) || looks_like_jwt(v);
+                let value = if redacted {
                     REDACTED.to_string()
                 } else if name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
                     // URLs in headers may carry query strings (and tokens in them).
                     text(crate::path::without_query(v))
                 } else {
+                    // Bytes that are not UTF-8 (obs-text) are kept exactly, in hex, so that a
+                    // replay decides on what the filter saw.
+                    if std::str::from_utf8(n).is_err() || std::str::from_utf8(v).is_err() {
+                        binary.push(json!([i, crate::request::to_hex(n), crate::request::to_hex(v)]));
+                    }
                     text(v)
                 };
                 json!([name, value])
             })
             .collect();
         obj.insert("headers".into(), Value::Array(headers));
+        if !binary.is_empty() {
+            obj.insert("binaryHeaders".into(), Value::Array(binary));
+        }
     }
-    obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text)}));
+    obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text), "tls": req.tls}));
     obj.insert("direction".into(), req.direction.as_str().into());
+    obj.insert("endOfStream".into(), req.end_of_stream.into());
     Value::Object(obj)
 }
 
@@ -98,7 +110,18 @@ pub(crate) fn record(
     let findings: Vec<Value> = decision
         .findings
         .iter()
-        .map(|f| json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced}))
+        .map(|f| {
+            json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced, "action": f.remedy.as_str()})
+        })
+        .collect();
+    // Which headers were removed or rewritten: names only, never values.
+    let mutations: Vec<Value> = decision
+        .mutations
+        .iter()
+        .map(|m| match m {
+            HeaderMutation::Remove { name } => json!({"op": "remove", "name": text(name)}),
+            HeaderMutation::Set { name, .. } => json!({"op": "set", "name": text(name)}),
+        })
         .collect();
     json!({
         "time": rfc3339_millis(unix_millis),
@@ -110,6 +133,7 @@ pub(crate) fn record(
         "code": primary.map(|f| f.code.as_str()),
         "rule": primary.map(|f| f.rule.as_str()),
         "findings": findings,
+        "headerMutations": mutations,
         "principal": decision.principal,
         "policyRevision": policy.revision(),
         "request": request_json(settings, req),
@@ -154,6 +178,30 @@ mod tests {
         assert_eq!(printable_id(b"a b"), None);
         assert_eq!(printable_id(b""), None);
         assert_eq!(printable_id(&[b'a'; 129]), None);
+    }
+
+    #[test]
+    fn logged_requests_replay_byte_for_byte() {
+        use crate::request::OwnedRequest;
+        let settings = LogSettings { allow_per_million: 0, include_headers: true, redact: Default::default() };
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":path", b"/a?secret=1"),
+            (b":authority", b"h"),
+            (b":scheme", b"https"),
+            (b"x-a", b"caf\xe9"),
+            (b"x\xffb", b"v"),
+            (b"x-c", b"a\x01b \xc3\xa9"),
+        ];
+        let peer = crate::Peer { mtls: true, uri_san: Some(b"spiffe://td/x") };
+        let view = RequestView::new(&pairs, peer, crate::Direction::Inbound).with_end_of_stream(false).with_tls(true);
+        let logged = request_json(&settings, &view);
+        let back: OwnedRequest = serde_json::from_value(logged).unwrap();
+        let replayed = back.pairs();
+        assert_eq!(replayed.get(4..), pairs.get(4..));
+        let v = back.view(&replayed);
+        assert_eq!((v.end_of_stream, v.tls, v.peer.mtls), (false, true, true));
+        assert_eq!(v.path(), b"/a", "the query is never logged");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! `/admin?x` are one resource to most applications; a rule written for `/admin` must see all of
 //! them as `/admin`. The canonical form: the query and fragment cut off, percent-encoded
 //! unreserved characters decoded (other escapes kept, hex uppercased, a `%` that starts no
-//! escape written as `%25`), runs of `/` merged and
-//! dot segments removed. The request itself is not changed.
+//! escape written as `%25`), `;` path parameters cut from every segment (`/admin;jsessionid=1`
+//! and `/x/..;/admin` are `/admin` to Tomcat and its kin), runs of `/` merged and dot segments
+//! removed. The request itself is not changed. An encoded `;` (`%3B`) is data, not a
+//! parameter, and an encoded slash (`%2F`) stays encoded: the hygiene guards refuse those.
 
 use std::borrow::Cow;
 
@@ -39,8 +41,10 @@ pub fn without_query(raw: &[u8]) -> &[u8] {
 /// The canonical form of a request path (see the module docs).
 pub fn canonical(raw: &[u8]) -> Cow<'_, [u8]> {
     let path = without_query(raw);
-    let simple =
-        path.first() == Some(&b'/') && !path.contains(&b'%') && !path.windows(2).any(|w| w == b"//" || w == b"/.");
+    let simple = path.first() == Some(&b'/')
+        && !path.contains(&b'%')
+        && !path.contains(&b';')
+        && !path.windows(2).any(|w| w == b"//" || w == b"/.");
     if simple {
         return Cow::Borrowed(path);
     }
@@ -73,10 +77,12 @@ pub fn canonical(raw: &[u8]) -> Cow<'_, [u8]> {
         decoded.push(b);
         i += 1;
     }
-    // 2. Merge slashes and remove dot segments.
+    // 2. Cut path parameters, merge slashes and remove dot segments.
+    let without_parameters = |seg: &'_ [u8]| -> usize { seg.iter().position(|&b| b == b';').unwrap_or(seg.len()) };
+    let segments = decoded.split(|&b| b == b'/').map(|seg| seg.get(..without_parameters(seg)).unwrap_or_default());
     let mut out: Vec<&[u8]> = Vec::new();
-    let trailing = decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
-    for seg in decoded.split(|&b| b == b'/') {
+    let trailing = matches!(segments.clone().next_back(), Some(b"" | b"." | b".."));
+    for seg in segments {
         match seg {
             b"" | b"." => {}
             b".." => {
@@ -149,6 +155,18 @@ mod tests {
         assert_eq!(c("%%4%4440%"), "/%25%254D40%25");
         assert_eq!(c(&c("%%4%4440%")), c("%%4%4440%"));
         assert_eq!(c("/%%61dmin"), "/%25admin");
+    }
+
+    #[test]
+    fn path_parameters_are_cut_from_every_segment() {
+        assert_eq!(c("/admin;jsessionid=1"), "/admin");
+        assert_eq!(c("/public/..;/admin"), "/admin");
+        assert_eq!(c("/a;x/b;y=1,2/c"), "/a/b/c");
+        assert_eq!(c("/;x/admin"), "/admin");
+        assert_eq!(c("/a/;x"), "/a/");
+        assert_eq!(c("/a/..;x"), "/");
+        assert_eq!(c("/a%3Bb"), "/a%3Bb");
+        assert_eq!(c(&c("/x;%2e%2e/..;/a;b")), c("/x;%2e%2e/..;/a;b"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use crate::decision::Decision;
 use crate::document::{Mode, PolicyDocument, VERSION};
 use crate::error::ConfigErrors;
+use crate::hygiene::RequestHygiene;
 use crate::identity::PeerIdentity;
 use crate::reason::ReasonCode;
 use crate::request::RequestView;
@@ -53,6 +54,10 @@ pub struct LogSettings {
 pub struct Needs {
     /// `connection.mtls` and `connection.uri_san_peer_certificate`.
     pub peer: bool,
+    /// `connection.mtls` alone (implied by `peer`).
+    pub mtls: bool,
+    /// `connection.tls_version`: whether the downstream connection is TLS at all.
+    pub tls: bool,
 }
 
 /// A validated, compiled policy.
@@ -62,6 +67,7 @@ pub struct Policy {
     mode: Mode,
     deny: DenyResponse,
     log: LogSettings,
+    hygiene: Option<RequestHygiene>,
     identity: Option<PeerIdentity>,
 }
 
@@ -91,11 +97,12 @@ impl Policy {
         }
         let deny = compile_deny(&doc, &mut errs);
         let log = compile_log(&doc, &mut errs);
+        let hygiene = doc.hygiene.as_ref().map(|h| RequestHygiene::compile(h, doc.mode, "hygiene", &mut errs));
         let identity = doc.identity.as_ref().map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
         if !errs.is_empty() {
             return Err(errs);
         }
-        Ok(Self { revision, mode: doc.mode, deny, log, identity })
+        Ok(Self { revision, mode: doc.mode, deny, log, hygiene, identity })
     }
 
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
@@ -109,16 +116,25 @@ impl Policy {
     }
 
     pub fn needs(&self) -> Needs {
-        Needs { peer: self.identity.is_some() }
+        let h = self.hygiene.as_ref().map(RequestHygiene::needs).unwrap_or_default();
+        let peer = self.identity.is_some() || h.peer;
+        Needs { peer, mtls: peer || h.mtls, tls: h.tls }
     }
 
     pub fn deny_response(&self) -> &DenyResponse {
         &self.deny
     }
 
-    /// Run every check, in order, against one request.
+    /// Run every check, in order, against one request. The first enforced rejection ends the
+    /// evaluation.
     pub fn evaluate(&self, req: &RequestView<'_>) -> Decision {
         let mut decision = Decision::default();
+        if let Some(hygiene) = &self.hygiene {
+            hygiene.evaluate(req, &mut decision);
+            if decision.enforced() {
+                return decision;
+            }
+        }
         if let Some(identity) = &self.identity {
             identity.evaluate(req, &mut decision);
         }

@@ -72,6 +72,90 @@ reason_codes! {
     /// The policy takes the identity from x-forwarded-client-cert and that header is missing
     /// or cannot be parsed.
     PeerIdentityXfccInvalid => "peer_identity_xfcc_invalid", PeerIdentity;
+    /// Content-Length repeated, comma-merged or not a decimal number: two parsers can frame the body differently.
+    HygieneContentLengthInvalid => "hygiene_content_length_invalid", Hygiene;
+    /// Transfer-Encoding other than exactly `chunked`, or together with Content-Length (CL.TE / TE.CL smuggling).
+    HygieneTransferEncodingInvalid => "hygiene_transfer_encoding_invalid", Hygiene;
+    /// A `te` header other than `trailers` (the only value HTTP/2 allows).
+    HygieneTeHeaderInvalid => "hygiene_te_header_invalid", Hygiene;
+    /// A body on GET (or another method whose body has no defined meaning): caches and proxies disagree about it.
+    HygieneBodyOnGet => "hygiene_body_on_get", Hygiene;
+    /// A body on an upgrade request: the bytes after the headers are either body or the upgraded protocol.
+    HygieneBodyOnUpgrade => "hygiene_body_on_upgrade", Hygiene;
+    /// A header name with `_`: CGI/WSGI-style apps read `Content_Length` as `Content-Length`.
+    HygieneUnderscoreHeader => "hygiene_underscore_header", Hygiene;
+    /// A header name that is not an RFC 9110 token, or an unknown pseudo-header.
+    HygieneHeaderNameInvalid => "hygiene_header_name_invalid", Hygiene;
+    /// A header value with CR, LF, NUL or another control byte (header injection).
+    HygieneHeaderValueControl => "hygiene_header_value_control", Hygiene;
+    /// A header value with obs-text (bytes 0x80-0xFF; with `allowUtf8`, only bytes that are not valid UTF-8).
+    HygieneHeaderValueNonAscii => "hygiene_header_value_non_ascii", Hygiene;
+    /// A header value with leading or trailing whitespace (malformed in HTTP/2, trimmed differently by parsers).
+    HygieneHeaderValueWhitespace => "hygiene_header_value_whitespace", Hygiene;
+    /// A header that must appear once (Host, Content-Length, Content-Type, Authorization, listed ones) repeated or comma-merged.
+    HygieneSingletonHeaderRepeated => "hygiene_singleton_header_repeated", Hygiene;
+    /// An authority that is empty or has userinfo, commas, whitespace, a bad port or a malformed IP literal.
+    HygieneAuthorityInvalid => "hygiene_authority_invalid", Hygiene;
+    /// A `:scheme` other than http/https, or https on a plaintext connection.
+    HygieneSchemeInvalid => "hygiene_scheme_invalid", Hygiene;
+    /// A method that is not an uppercase RFC 9110 token.
+    HygieneMethodInvalid => "hygiene_method_invalid", Hygiene;
+    /// A method outside the guard's allowlist.
+    HygieneMethodNotAllowed => "hygiene_method_not_allowed", Hygiene;
+    /// TRACE, TRACK or CONNECT, unless the policy allows it (cross-site tracing, tunnels).
+    HygieneMethodRisky => "hygiene_method_risky", Hygiene;
+    /// A method-override header (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override): the app runs another method than the one the rules saw.
+    HygieneMethodOverride => "hygiene_method_override", Hygiene;
+    /// `Upgrade: h2c` or `HTTP2-Settings` (HTTP/2 over cleartext): h2c smuggling past the proxy.
+    HygieneCleartextUpgrade => "hygiene_cleartext_upgrade", Hygiene;
+    /// A websocket handshake that is not GET, not version 13, or without a valid key.
+    HygieneWebsocketMalformed => "hygiene_websocket_malformed", Hygiene;
+    /// `Expect` other than exactly `100-continue`, or (if required) without a body.
+    HygieneExpectInvalid => "hygiene_expect_invalid", Hygiene;
+    /// `%2F` or `%5C` in the path: one segment to the proxy, two to an app that decodes first.
+    HygienePathEncodedSlash => "hygiene_path_encoded_slash", Hygiene;
+    /// A `.` or `..` segment, raw or encoded, left in the path.
+    HygienePathDotSegment => "hygiene_path_dot_segment", Hygiene;
+    /// `//` in the path.
+    HygienePathDoubleSlash => "hygiene_path_double_slash", Hygiene;
+    /// A `;` path parameter (raw or `%3B`): `/admin;x` is `/admin` to some servers.
+    HygienePathParameter => "hygiene_path_parameter", Hygiene;
+    /// `%25` followed by two hex digits: decoded twice, it becomes another character.
+    HygienePathDoubleEncoding => "hygiene_path_double_encoding", Hygiene;
+    /// `%00` or another encoded control byte in the path.
+    HygienePathEncodedControl => "hygiene_path_encoded_control", Hygiene;
+    /// A path that is not valid UTF-8 once decoded (overlong forms such as `%C0%AF` included).
+    HygienePathInvalidUnicode => "hygiene_path_invalid_unicode", Hygiene;
+    /// An encoded `#` or `?` in the path.
+    HygienePathEncodedDelimiter => "hygiene_path_encoded_delimiter", Hygiene;
+    /// A raw byte that may not appear in a request target (non-ASCII, controls, space, backslash, quotes, `#`).
+    HygienePathInvalidCharacter => "hygiene_path_invalid_character", Hygiene;
+    /// A client-supplied `x-envoy-*` header (Envoy's own control and trust headers).
+    HygieneEnvoyHeader => "hygiene_envoy_header", Hygiene;
+    /// Istio's `x-envoy-peer-metadata` from a peer that is not an mTLS peer.
+    HygienePeerMetadataUntrusted => "hygiene_peer_metadata_untrusted", Hygiene;
+    /// `x-forwarded-client-cert` elements the local Envoy did not add (or an XFCC header on a non-mTLS connection).
+    HygieneXfccUntrustedElement => "hygiene_xfcc_untrusted_element", Hygiene;
+    /// A client-supplied `x-forwarded-host`, `x-forwarded-prefix` or `forwarded` (host and link confusion).
+    HygieneForwardedRoutingHeader => "hygiene_forwarded_routing_header", Hygiene;
+    /// `x-original-url` or `x-rewrite-url`: frameworks route on them instead of the path the rules saw.
+    HygieneUrlOverrideHeader => "hygiene_url_override_header", Hygiene;
+    /// A client-supplied `x-real-ip` or `true-client-ip` (IP spoofing for allowlists and rate limits).
+    HygieneClientIpHeader => "hygiene_client_ip_header", Hygiene;
+    /// A `proxy-authorization` header reaching the app (proxy credentials leak, or a forged proxy login).
+    HygieneProxyAuthorization => "hygiene_proxy_authorization", Hygiene;
+    /// An `x-request-id` that is not one well-formed id (log injection, merged duplicates).
+    HygieneRequestIdInvalid => "hygiene_request_id_invalid", Hygiene;
+    /// More header fields than the limit.
+    HygieneTooManyHeaders => "hygiene_too_many_headers", Hygiene;
+    /// More header bytes (names and values) than the limit.
+    HygieneHeadersTooLarge => "hygiene_headers_too_large", Hygiene;
+    /// One header field (name and value) longer than the limit.
+    HygieneHeaderTooLong => "hygiene_header_too_long", Hygiene;
+    /// A request target longer than the limit.
+    HygienePathTooLong => "hygiene_path_too_long", Hygiene;
+    /// More query parameters than the limit.
+    HygieneTooManyQueryParams => "hygiene_too_many_query_params", Hygiene;
 }
 
 #[cfg(test)]

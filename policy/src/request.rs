@@ -37,11 +37,32 @@ pub struct RequestView<'a> {
     pub headers: &'a [(&'a [u8], &'a [u8])],
     pub peer: Peer<'a>,
     pub direction: Direction,
+    /// The request headers ended the stream: no body follows (Envoy's `end_of_stream` in
+    /// `on_http_request_headers`). False when a body follows, whatever its framing (Envoy
+    /// removes `transfer-encoding` before filters run, so this is how a chunked body shows).
+    pub end_of_stream: bool,
+    /// The downstream connection is TLS (Envoy's `connection.tls_version` is set), with or
+    /// without a client certificate.
+    pub tls: bool,
 }
 
 impl<'a> RequestView<'a> {
+    /// A view of a request without a body on a plaintext connection; see
+    /// [`RequestView::with_end_of_stream`] and [`RequestView::with_tls`].
     pub fn new(headers: &'a [(&'a [u8], &'a [u8])], peer: Peer<'a>, direction: Direction) -> Self {
-        Self { headers, peer, direction }
+        Self { headers, peer, direction, end_of_stream: true, tls: peer.mtls }
+    }
+
+    /// Whether the headers ended the stream (no body follows).
+    pub fn with_end_of_stream(mut self, end_of_stream: bool) -> Self {
+        self.end_of_stream = end_of_stream;
+        self
+    }
+
+    /// Whether the downstream connection is TLS.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The first value of the header named `name` (ASCII case-insensitive).
@@ -74,7 +95,10 @@ impl<'a> RequestView<'a> {
 /// A request held in owned memory, in the JSON shape the decision log records and
 /// `meshguard eval --request` reads:
 /// `{"method", "path", "authority", "scheme", "headers": [[name, value], ...],
-///   "peer": {"mtls": bool, "uriSan": string|null}, "direction": "inbound"|"outbound"}`.
+///   "peer": {"mtls": bool, "uriSan": string|null, "tls": bool}, "direction": "inbound"|"outbound",
+///   "endOfStream": bool}`.
+/// `peer.tls` (default: `peer.mtls`) and `endOfStream` (default: true, no body) are optional, so
+/// requests logged before they existed still replay.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnedRequest {
@@ -90,6 +114,47 @@ pub struct OwnedRequest {
     pub peer: OwnedPeer,
     #[serde(default)]
     pub direction: OwnedDirection,
+    /// Whether the headers ended the stream; absent means true (no body).
+    #[serde(default)]
+    pub end_of_stream: Option<bool>,
+    /// The exact bytes of header fields that are not valid UTF-8 (`headers` holds them with
+    /// U+FFFD in place of the bad bytes): `[[index into headers, name hex, value hex], ...]`.
+    #[serde(default, deserialize_with = "binary_headers")]
+    pub binary_headers: Vec<BinaryHeader>,
+}
+
+/// A header field's exact bytes: (index into `headers`, name, value).
+pub type BinaryHeader = (usize, Vec<u8>, Vec<u8>);
+
+/// Lowercase hex, two digits a byte (what the decision log writes for `binaryHeaders`).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
+        out.push(char::from(DIGITS.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let raw = text.as_bytes();
+    let pairs = raw.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    pairs.map(|pair| Some(digit(*pair.first()?)? * 16 + digit(*pair.get(1)?)?)).collect()
+}
+
+fn binary_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BinaryHeader>, D::Error> {
+    let raw: Vec<(usize, String, String)> = serde::Deserialize::deserialize(d)?;
+    raw.into_iter()
+        .map(|(i, n, v)| match (from_hex(&n), from_hex(&v)) {
+            (Some(n), Some(v)) => Ok((i, n, v)),
+            _ => Err(serde::de::Error::custom("binaryHeaders: names and values are hex strings")),
+        })
+        .collect()
 }
 
 fn default_scheme() -> String {
@@ -103,6 +168,9 @@ pub struct OwnedPeer {
     pub mtls: bool,
     #[serde(default)]
     pub uri_san: Option<String>,
+    /// Whether the connection is TLS; absent means the same as `mtls`.
+    #[serde(default)]
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
@@ -122,7 +190,12 @@ impl OwnedRequest {
             (b":authority", self.authority.as_bytes()),
             (b":scheme", self.scheme.as_bytes()),
         ];
-        pairs.extend(self.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        pairs.extend(self.headers.iter().enumerate().map(|(i, (n, v))| {
+            match self.binary_headers.iter().find(|(j, _, _)| *j == i) {
+                Some((_, n, v)) => (n.as_slice(), v.as_slice()),
+                None => (n.as_bytes(), v.as_bytes()),
+            }
+        }));
         pairs
     }
 
@@ -135,6 +208,8 @@ impl OwnedRequest {
                 OwnedDirection::Inbound => Direction::Inbound,
                 OwnedDirection::Outbound => Direction::Outbound,
             },
+            end_of_stream: self.end_of_stream.unwrap_or(true),
+            tls: self.peer.tls.unwrap_or(self.peer.mtls),
         }
     }
 }

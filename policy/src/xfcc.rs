@@ -109,6 +109,55 @@ pub fn last_element<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option
     last.map(parse_element).transpose()
 }
 
+/// Every non-empty element of the header, raw (quotes kept), in order, given every value of the
+/// header in order. The last one is the element the local Envoy appended (APPEND_FORWARD) or
+/// set (SANITIZE_SET), on an mTLS connection.
+pub fn raw_elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Vec<&'a [u8]>, XfccError> {
+    let mut out = Vec::new();
+    for value in values {
+        out.extend(split_unquoted(value, b',')?.into_iter().map(trim).filter(|e| !e.is_empty()));
+    }
+    Ok(out)
+}
+
+/// How many non-empty elements the header has (see [`raw_elements`]), without allocating.
+pub fn count_elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<usize, XfccError> {
+    let mut count = 0;
+    for value in values {
+        let mut in_quotes = false;
+        let mut escaped = false;
+        let mut content = false;
+        for &b in value {
+            if in_quotes {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_quotes = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    in_quotes = true;
+                    content = true;
+                }
+                b',' => {
+                    count += usize::from(content);
+                    content = false;
+                }
+                b if b.is_ascii_whitespace() => {}
+                _ => content = true,
+            }
+        }
+        if in_quotes {
+            return Err(XfccError::UnterminatedQuote);
+        }
+        count += usize::from(content);
+    }
+    Ok(count)
+}
+
 /// The `URI` values of an element.
 pub fn uris(element: &[Pair]) -> impl Iterator<Item = &[u8]> {
     element.iter().filter(|p| p.key.eq_ignore_ascii_case(b"URI")).map(|p| p.value.as_slice())
@@ -166,6 +215,16 @@ mod tests {
         assert_eq!(last(&["URI"]), Err(XfccError::MissingEquals));
         assert_eq!(last(&["=x"]), Err(XfccError::EmptyKey));
         assert_eq!(last(&["a=b;;c=d"]), Err(XfccError::MissingEquals));
+    }
+
+    #[test]
+    fn counting_agrees_with_splitting() {
+        for v in [&b""[..], b" , ,", b"a=1", b"a=1,b=2", br#"S="x,y";U=1, b=2 ,"#, br#"a="\",",b"#, br#"a="x"#] {
+            let counted = count_elements(std::iter::once(v));
+            let split = raw_elements(std::iter::once(v)).map(|e| e.len());
+            assert_eq!(counted, split, "{:?}", String::from_utf8_lossy(v));
+        }
+        assert_eq!(count_elements([&b"a=1"[..], b"b=2,c=3"].into_iter()), Ok(3));
     }
 
     #[test]

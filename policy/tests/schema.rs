@@ -48,7 +48,29 @@ fn schema_and_parser_know_the_same_fields() {
             rule(json!({"id": "a", "action": "allow", "principals": ["*"], "match": {"paths": [{"zz": 1}]}})),
         ),
     ];
-    for (obj, doc) in cases {
+    let guard = |name: &str| json!({"version": 1, "hygiene": {"guards": {name: {"zz": 1}}}});
+    let hygiene_cases: Vec<(&Value, Value)> = vec![
+        (&s["properties"]["hygiene"], json!({"version": 1, "hygiene": {"zz": 1}})),
+        (&defs["hygieneGuards"], json!({"version": 1, "hygiene": {"guards": {"zz": 1}}})),
+        (&defs["guard"], guard("encodedSlash")),
+        (&defs["limitGuard"], guard("headerCount")),
+        (&defs["methodsGuard"], guard("bodyOnGet")),
+        (&defs["methodsGuard"], guard("methodAllowlist")),
+        (&defs["riskyMethodsGuard"], guard("riskyMethods")),
+        (&defs["singletonHeadersGuard"], guard("singletonHeaders")),
+        (&defs["nonAsciiGuard"], guard("nonAsciiValues")),
+        (&defs["websocketGuard"], guard("websocket")),
+        (&defs["expectGuard"], guard("expect")),
+        (&defs["trustGuard"], guard("forwardedRouting")),
+        (&defs["envoyHeadersGuard"], guard("envoyHeaders")),
+        (&defs["xfccGuard"], guard("xfcc")),
+    ];
+    // Every guard in the schema points at the shape the parser gives it.
+    for (name, shape) in defs["hygieneGuards"]["properties"].as_object().unwrap() {
+        let def = shape["$ref"].as_str().unwrap().trim_start_matches("#/$defs/");
+        assert_eq!(schema_fields(&defs[def]), parser_fields(guard(name)), "guard {name} ({def})");
+    }
+    for (obj, doc) in cases.into_iter().chain(hygiene_cases) {
         assert_eq!(schema_fields(obj), parser_fields(doc.clone()), "for {doc}");
     }
 }

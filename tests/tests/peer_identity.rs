@@ -308,6 +308,11 @@ fn an_invalid_policy_is_refused_at_startup_naming_the_field() -> Result<()> {
     let resp = client::get(mesh.listener_addr(), Some(&mesh.tls("web")?), "/api/x")?;
     assert_eq!(resp.status, 500, "{resp:?}");
     assert_eq!(mesh.echo().request_count(), 0);
+    // The access log is flushed every 100 ms: under load, the line can come after the reply.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !mesh.access_log().contains("NFCF") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(mesh.access_log().contains("NFCF"), "{}", mesh.access_log());
     Ok(())
 }

@@ -1,0 +1,1090 @@
+//! Request hygiene: the guards against requests that an application, a cache or a second proxy
+//! could read differently from Envoy, and against trust headers a client should never set.
+//!
+//! Envoy 1.40's codecs already refuse the classic smuggling forms (CL+TE, bad chunk sizes,
+//! invalid header names over HTTP/1, NUL and CR/LF in values). What still reaches a filter
+//! under Istio's defaults (and plain Envoy's) is what these guards answer; each is one named
+//! rule (`hygiene.guards.<name>`, the rule id in decision logs) with one stable reason code.
+//!
+//! | family | guard | threat |
+//! |---|---|---|
+//! | limits | `headerCount` `headerBytes` `headerLength` `pathLength` `queryParams` | resource exhaustion in the app's parser; hash-flooding; long targets truncated differently by each hop |
+//! | framing | `contentLength` `transferEncoding` `teHeader` `bodyOnGet` `bodyOnUpgrade` | request smuggling: two parsers disagree where the body ends (CL.TE, TE.CL, a GET body a cache ignores, bytes after an upgrade) |
+//! | names and values | `underscoreHeaders` `headerNames` `controlBytes` `nonAsciiValues` `valueWhitespace` | `Content_Length` read as `Content-Length` by CGI/WSGI apps; header injection; values trimmed or decoded differently |
+//! | singletons | `singletonHeaders` | Envoy merges duplicates into `a,b`: two Hosts, two Authorizations, two Content-Types seen as one |
+//! | authority and scheme | `authority` `scheme` | host confusion (userinfo, commas, bad ports) for virtual hosting, cache keys, links and SSRF; a client claiming https on plaintext |
+//! | methods | `methodToken` `methodAllowlist` `riskyMethods` `methodOverride` | cross-site tracing, tunnels, and a POST the app runs as DELETE after the rules saw POST |
+//! | upgrades and Expect | `h2cUpgrade` `websocket` `expect` | h2c smuggling past the proxy; malformed handshakes; Expect tricks that stall or split requests |
+//! | path confusion | `encodedSlash` `dotSegments` `doubleSlash` `pathParameters` `doubleEncoding` `encodedControl` `invalidUtf8` `encodedDelimiters` `pathCharacters` | rule evasion: one resource, many spellings (`/admin` as `/a%2Fdmin`, `/x/..;/admin`, `//admin`, `/%2561dmin`) |
+//! | trust headers | `envoyHeaders` `peerMetadata` `xfcc` `forwardedRouting` `urlOverride` `clientIp` `proxyAuthorization` `requestId` | spoofed identity, client IP, host or URL that the app or a later filter believes |
+//!
+//! Every guard has an `action` (`reject`, `strip` for the guards that can remove what they
+//! found, `log`) and its own `mode`, under the check's `mode` and the policy's: a guard
+//! enforces only when all three say enforce. A strip in dry-run strips nothing and records a
+//! dry-run finding. Guards run in the table's order, before every other check; the first
+//! enforced rejection ends the evaluation.
+//!
+//! Compiled once per configuration; per request there is one pass over the headers, one over
+//! the path, and no allocation unless a guard fires.
+
+pub mod doc;
+pub mod presets;
+pub mod target;
+
+use crate::decision::{Decision, Finding, HeaderMutation, Remedy};
+use crate::document::Mode;
+use crate::error::ConfigErrors;
+use crate::reason::{Check, ReasonCode};
+use crate::request::RequestView;
+use crate::route::is_tchar;
+use crate::spiffe::{PrincipalPattern, SpiffeId};
+
+use doc::{CommonDoc, GuardAction, GuardsDoc, HygieneDoc};
+use target::PathFacts;
+
+macro_rules! guards {
+    ($( $(#[$doc:meta])* $id:ident => $name:literal, $code:ident, strip: $strip:literal, trust: $trust:literal; )*) => {
+        /// The guards, in the order they run.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Guard {
+            $( $(#[$doc])* $id, )*
+        }
+
+        impl Guard {
+            /// Every guard, in evaluation order.
+            pub const ALL: &'static [Guard] = &[$(Guard::$id,)*];
+
+            /// The guard's name in the policy document (`hygiene.guards.<name>`).
+            pub fn name(self) -> &'static str {
+                match self { $( Guard::$id => $name, )* }
+            }
+
+            /// The rule id in decision logs: the guard's path in the policy document.
+            pub fn rule(self) -> &'static str {
+                match self { $( Guard::$id => concat!("hygiene.guards.", $name), )* }
+            }
+
+            /// The reason code of its findings.
+            pub fn code(self) -> ReasonCode {
+                match self { $( Guard::$id => ReasonCode::$code, )* }
+            }
+
+            /// Whether `action: strip` means something for this guard (it removes, or rewrites,
+            /// the headers it found).
+            pub fn can_strip(self) -> bool {
+                match self { $( Guard::$id => $strip, )* }
+            }
+
+            /// Whether the guard takes `trustMtlsPeers`.
+            pub fn takes_trust(self) -> bool {
+                match self { $( Guard::$id => $trust, )* }
+            }
+        }
+    };
+}
+
+guards! {
+    HeaderCount => "headerCount", HygieneTooManyHeaders, strip: false, trust: false;
+    HeaderBytes => "headerBytes", HygieneHeadersTooLarge, strip: false, trust: false;
+    HeaderLength => "headerLength", HygieneHeaderTooLong, strip: false, trust: false;
+    PathLength => "pathLength", HygienePathTooLong, strip: false, trust: false;
+    QueryParams => "queryParams", HygieneTooManyQueryParams, strip: false, trust: false;
+    ContentLength => "contentLength", HygieneContentLengthInvalid, strip: false, trust: false;
+    TransferEncoding => "transferEncoding", HygieneTransferEncodingInvalid, strip: false, trust: false;
+    TeHeader => "teHeader", HygieneTeHeaderInvalid, strip: true, trust: false;
+    BodyOnGet => "bodyOnGet", HygieneBodyOnGet, strip: false, trust: false;
+    BodyOnUpgrade => "bodyOnUpgrade", HygieneBodyOnUpgrade, strip: false, trust: false;
+    UnderscoreHeaders => "underscoreHeaders", HygieneUnderscoreHeader, strip: true, trust: false;
+    HeaderNames => "headerNames", HygieneHeaderNameInvalid, strip: false, trust: false;
+    ControlBytes => "controlBytes", HygieneHeaderValueControl, strip: true, trust: false;
+    NonAsciiValues => "nonAsciiValues", HygieneHeaderValueNonAscii, strip: true, trust: false;
+    ValueWhitespace => "valueWhitespace", HygieneHeaderValueWhitespace, strip: false, trust: false;
+    SingletonHeaders => "singletonHeaders", HygieneSingletonHeaderRepeated, strip: false, trust: false;
+    Authority => "authority", HygieneAuthorityInvalid, strip: false, trust: false;
+    Scheme => "scheme", HygieneSchemeInvalid, strip: false, trust: false;
+    MethodToken => "methodToken", HygieneMethodInvalid, strip: false, trust: false;
+    MethodAllowlist => "methodAllowlist", HygieneMethodNotAllowed, strip: false, trust: false;
+    RiskyMethods => "riskyMethods", HygieneMethodRisky, strip: false, trust: false;
+    MethodOverride => "methodOverride", HygieneMethodOverride, strip: true, trust: false;
+    H2cUpgrade => "h2cUpgrade", HygieneCleartextUpgrade, strip: true, trust: false;
+    Websocket => "websocket", HygieneWebsocketMalformed, strip: false, trust: false;
+    Expect => "expect", HygieneExpectInvalid, strip: true, trust: false;
+    EncodedSlash => "encodedSlash", HygienePathEncodedSlash, strip: false, trust: false;
+    DotSegments => "dotSegments", HygienePathDotSegment, strip: false, trust: false;
+    DoubleSlash => "doubleSlash", HygienePathDoubleSlash, strip: false, trust: false;
+    PathParameters => "pathParameters", HygienePathParameter, strip: false, trust: false;
+    DoubleEncoding => "doubleEncoding", HygienePathDoubleEncoding, strip: false, trust: false;
+    EncodedControl => "encodedControl", HygienePathEncodedControl, strip: false, trust: false;
+    InvalidUtf8 => "invalidUtf8", HygienePathInvalidUnicode, strip: false, trust: false;
+    EncodedDelimiters => "encodedDelimiters", HygienePathEncodedDelimiter, strip: false, trust: false;
+    PathCharacters => "pathCharacters", HygienePathInvalidCharacter, strip: false, trust: false;
+    EnvoyHeaders => "envoyHeaders", HygieneEnvoyHeader, strip: true, trust: true;
+    PeerMetadata => "peerMetadata", HygienePeerMetadataUntrusted, strip: true, trust: false;
+    Xfcc => "xfcc", HygieneXfccUntrustedElement, strip: true, trust: false;
+    ForwardedRouting => "forwardedRouting", HygieneForwardedRoutingHeader, strip: true, trust: true;
+    UrlOverride => "urlOverride", HygieneUrlOverrideHeader, strip: true, trust: true;
+    ClientIp => "clientIp", HygieneClientIpHeader, strip: true, trust: true;
+    ProxyAuthorization => "proxyAuthorization", HygieneProxyAuthorization, strip: true, trust: true;
+    RequestId => "requestId", HygieneRequestIdInvalid, strip: true, trust: true;
+}
+
+/// The most headers `singletonHeaders.headers` may list.
+const MAX_EXTRA_SINGLETONS: usize = 16;
+/// The largest limit a guard accepts (`max`).
+const MAX_LIMIT: u64 = 10_000_000;
+/// The methods `riskyMethods` refuses unless allowed.
+const RISKY_METHODS: [&str; 3] = ["TRACE", "TRACK", "CONNECT"];
+
+/// One guard, compiled.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    enabled: bool,
+    remedy: Remedy,
+    /// The finding is enforced (rejects or strips): action is not `log` and the policy, the
+    /// check and the guard all enforce.
+    enforced: bool,
+    trust_mtls_peers: bool,
+    max: u64,
+}
+
+const DISABLED: Slot = Slot { enabled: false, remedy: Remedy::Log, enforced: false, trust_mtls_peers: false, max: 0 };
+
+/// What the hygiene guards need the filter to fetch from Envoy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HygieneNeeds {
+    /// `connection.mtls`.
+    pub mtls: bool,
+    /// `connection.uri_san_peer_certificate` (for `xfcc.trustForwardedFrom`).
+    pub peer: bool,
+    /// `connection.tls_version` (for `scheme`).
+    pub tls: bool,
+}
+
+/// The compiled hygiene check (the `SmugglingGuard` of the design notes).
+#[derive(Debug)]
+pub struct RequestHygiene {
+    slots: Vec<Slot>,
+    body_methods: Vec<Vec<u8>>,
+    allowed_methods: Vec<Vec<u8>>,
+    risky_refused: Vec<&'static [u8]>,
+    singleton_extra: Vec<Vec<u8>>,
+    allow_utf8: bool,
+    websocket_require_key: bool,
+    expect_require_body: bool,
+    envoy_allow: Vec<Vec<u8>>,
+    xfcc_trusted: Vec<PrincipalPattern>,
+    needs: HygieneNeeds,
+}
+
+fn common_of(guards: &GuardsDoc, g: Guard) -> Option<CommonDoc> {
+    let g = match g {
+        Guard::HeaderCount => guards.header_count.as_ref().map(|d| d.common()),
+        Guard::HeaderBytes => guards.header_bytes.as_ref().map(|d| d.common()),
+        Guard::HeaderLength => guards.header_length.as_ref().map(|d| d.common()),
+        Guard::PathLength => guards.path_length.as_ref().map(|d| d.common()),
+        Guard::QueryParams => guards.query_params.as_ref().map(|d| d.common()),
+        Guard::ContentLength => guards.content_length.as_ref().map(|d| d.common()),
+        Guard::TransferEncoding => guards.transfer_encoding.as_ref().map(|d| d.common()),
+        Guard::TeHeader => guards.te_header.as_ref().map(|d| d.common()),
+        Guard::BodyOnGet => guards.body_on_get.as_ref().map(|d| d.common()),
+        Guard::BodyOnUpgrade => guards.body_on_upgrade.as_ref().map(|d| d.common()),
+        Guard::UnderscoreHeaders => guards.underscore_headers.as_ref().map(|d| d.common()),
+        Guard::HeaderNames => guards.header_names.as_ref().map(|d| d.common()),
+        Guard::ControlBytes => guards.control_bytes.as_ref().map(|d| d.common()),
+        Guard::NonAsciiValues => guards.non_ascii_values.as_ref().map(|d| d.common()),
+        Guard::ValueWhitespace => guards.value_whitespace.as_ref().map(|d| d.common()),
+        Guard::SingletonHeaders => guards.singleton_headers.as_ref().map(|d| d.common()),
+        Guard::Authority => guards.authority.as_ref().map(|d| d.common()),
+        Guard::Scheme => guards.scheme.as_ref().map(|d| d.common()),
+        Guard::MethodToken => guards.method_token.as_ref().map(|d| d.common()),
+        Guard::MethodAllowlist => guards.method_allowlist.as_ref().map(|d| d.common()),
+        Guard::RiskyMethods => guards.risky_methods.as_ref().map(|d| d.common()),
+        Guard::MethodOverride => guards.method_override.as_ref().map(|d| d.common()),
+        Guard::H2cUpgrade => guards.h2c_upgrade.as_ref().map(|d| d.common()),
+        Guard::Websocket => guards.websocket.as_ref().map(|d| d.common()),
+        Guard::Expect => guards.expect.as_ref().map(|d| d.common()),
+        Guard::EncodedSlash => guards.encoded_slash.as_ref().map(|d| d.common()),
+        Guard::DotSegments => guards.dot_segments.as_ref().map(|d| d.common()),
+        Guard::DoubleSlash => guards.double_slash.as_ref().map(|d| d.common()),
+        Guard::PathParameters => guards.path_parameters.as_ref().map(|d| d.common()),
+        Guard::DoubleEncoding => guards.double_encoding.as_ref().map(|d| d.common()),
+        Guard::EncodedControl => guards.encoded_control.as_ref().map(|d| d.common()),
+        Guard::InvalidUtf8 => guards.invalid_utf8.as_ref().map(|d| d.common()),
+        Guard::EncodedDelimiters => guards.encoded_delimiters.as_ref().map(|d| d.common()),
+        Guard::PathCharacters => guards.path_characters.as_ref().map(|d| d.common()),
+        Guard::EnvoyHeaders => guards.envoy_headers.as_ref().map(|d| d.common()),
+        Guard::PeerMetadata => guards.peer_metadata.as_ref().map(|d| d.common()),
+        Guard::Xfcc => guards.xfcc.as_ref().map(|d| d.common()),
+        Guard::ForwardedRouting => guards.forwarded_routing.as_ref().map(|d| d.common()),
+        Guard::UrlOverride => guards.url_override.as_ref().map(|d| d.common()),
+        Guard::ClientIp => guards.client_ip.as_ref().map(|d| d.common()),
+        Guard::ProxyAuthorization => guards.proxy_authorization.as_ref().map(|d| d.common()),
+        Guard::RequestId => guards.request_id.as_ref().map(|d| d.common()),
+    };
+    g
+}
+
+fn limit_of(guards: &GuardsDoc, g: Guard) -> Option<u64> {
+    let doc = match g {
+        Guard::HeaderCount => guards.header_count.as_ref(),
+        Guard::HeaderBytes => guards.header_bytes.as_ref(),
+        Guard::HeaderLength => guards.header_length.as_ref(),
+        Guard::PathLength => guards.path_length.as_ref(),
+        Guard::QueryParams => guards.query_params.as_ref(),
+        _ => None,
+    };
+    doc.and_then(|d| d.max)
+}
+
+fn trust_of(guards: &GuardsDoc, g: Guard) -> Option<bool> {
+    let doc = match g {
+        Guard::EnvoyHeaders => return guards.envoy_headers.as_ref().and_then(|d| d.trust_mtls_peers),
+        Guard::ForwardedRouting => guards.forwarded_routing.as_ref(),
+        Guard::UrlOverride => guards.url_override.as_ref(),
+        Guard::ClientIp => guards.client_ip.as_ref(),
+        Guard::ProxyAuthorization => guards.proxy_authorization.as_ref(),
+        Guard::RequestId => guards.request_id.as_ref(),
+        _ => None,
+    };
+    doc.and_then(|d| d.trust_mtls_peers)
+}
+
+/// An uppercase RFC 9110 method token.
+fn is_method_token(m: &str) -> bool {
+    !m.is_empty() && m.bytes().all(is_tchar) && !m.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+fn compile_methods(list: &[String], at: &str, errs: &mut ConfigErrors) -> Vec<Vec<u8>> {
+    for (i, m) in list.iter().enumerate() {
+        if !is_method_token(m) {
+            errs.push(format!("{at}[{i}]"), "must be an uppercase HTTP method token such as GET");
+        }
+    }
+    list.iter().map(|m| m.as_bytes().to_vec()).collect()
+}
+
+impl RequestHygiene {
+    /// Compile the `hygiene` section at document path `at` (`hygiene`).
+    pub fn compile(doc: &HygieneDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> RequestHygiene {
+        let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
+        let guards = &doc.guards;
+        let mut slots = Vec::with_capacity(Guard::ALL.len());
+        for &g in Guard::ALL {
+            let mut c = presets::common(doc.preset, g);
+            let gat = || format!("{at}.guards.{}", g.name());
+            if let Some(o) = common_of(guards, g) {
+                c.enabled = o.enabled.unwrap_or(c.enabled);
+                c.action = o.action.unwrap_or(c.action);
+                c.mode = o.mode.unwrap_or(c.mode);
+            }
+            if c.action == GuardAction::Strip && !g.can_strip() {
+                errs.push(
+                    format!("{}.action", gat()),
+                    "strip is not available for this guard (there is nothing it could remove): use reject or log",
+                );
+            }
+            if let Some(max) = limit_of(guards, g) {
+                if !(1..=MAX_LIMIT).contains(&max) {
+                    errs.push(format!("{}.max", gat()), format!("must be a whole number from 1 to {MAX_LIMIT}"));
+                }
+                c.max = max;
+            }
+            if let Some(trust) = trust_of(guards, g) {
+                c.trust_mtls_peers = trust;
+            }
+            let remedy = match c.action {
+                GuardAction::Reject => Remedy::Reject,
+                GuardAction::Strip => Remedy::Strip,
+                GuardAction::Log => Remedy::Log,
+            };
+            slots.push(Slot {
+                enabled: c.enabled,
+                remedy,
+                enforced: remedy != Remedy::Log && check_mode == Mode::Enforce && c.mode == Mode::Enforce,
+                trust_mtls_peers: c.trust_mtls_peers && g.takes_trust(),
+                max: c.max,
+            });
+        }
+
+        let mut p = presets::params(doc.preset);
+        let gat = |name: &str, field: &str| format!("{at}.guards.{name}.{field}");
+        if let Some(m) = guards.body_on_get.as_ref().and_then(|d| d.methods.clone()) {
+            p.body_methods = m;
+        }
+        let body_methods = compile_methods(&p.body_methods, &gat("bodyOnGet", "methods"), errs);
+        if let Some(m) = guards.method_allowlist.as_ref().and_then(|d| d.methods.clone()) {
+            if m.is_empty() {
+                errs.push(gat("methodAllowlist", "methods"), "must list at least one method (or set enabled: false)");
+            }
+            p.allowed_methods = m;
+        }
+        let allowed_methods = compile_methods(&p.allowed_methods, &gat("methodAllowlist", "methods"), errs);
+        if let Some(a) = guards.risky_methods.as_ref().and_then(|d| d.allow.clone()) {
+            p.risky_allowed = a;
+        }
+        for (i, m) in p.risky_allowed.iter().enumerate() {
+            if !RISKY_METHODS.contains(&m.as_str()) {
+                errs.push(
+                    format!("{}[{i}]", gat("riskyMethods", "allow")),
+                    "must be TRACE, TRACK or CONNECT (the methods this guard refuses)",
+                );
+            }
+        }
+        let risky_refused =
+            RISKY_METHODS.iter().filter(|m| !p.risky_allowed.iter().any(|a| a == *m)).map(|m| m.as_bytes()).collect();
+        if let Some(h) = guards.singleton_headers.as_ref().and_then(|d| d.headers.clone()) {
+            p.singleton_extra = h;
+        }
+        if p.singleton_extra.len() > MAX_EXTRA_SINGLETONS {
+            errs.push(gat("singletonHeaders", "headers"), format!("at most {MAX_EXTRA_SINGLETONS} headers"));
+        }
+        for (i, h) in p.singleton_extra.iter().enumerate() {
+            if h.is_empty() || !h.bytes().all(is_tchar) {
+                errs.push(
+                    format!("{}[{i}]", gat("singletonHeaders", "headers")),
+                    "must be a header name (an RFC 9110 token)",
+                );
+            }
+        }
+        let singleton_extra =
+            p.singleton_extra.iter().take(MAX_EXTRA_SINGLETONS).map(|h| h.to_ascii_lowercase().into_bytes()).collect();
+        if let Some(v) = guards.non_ascii_values.as_ref().and_then(|d| d.allow_utf8) {
+            p.allow_utf8 = v;
+        }
+        if let Some(v) = guards.websocket.as_ref().and_then(|d| d.require_key) {
+            p.websocket_require_key = v;
+        }
+        if let Some(v) = guards.expect.as_ref().and_then(|d| d.require_body) {
+            p.expect_require_body = v;
+        }
+        if let Some(a) = guards.envoy_headers.as_ref().and_then(|d| d.allow.clone()) {
+            p.envoy_allow = a;
+        }
+        for (i, h) in p.envoy_allow.iter().enumerate() {
+            let lower = h.to_ascii_lowercase();
+            if !lower.starts_with("x-envoy-") || !h.bytes().all(is_tchar) {
+                errs.push(format!("{}[{i}]", gat("envoyHeaders", "allow")), "must be an x-envoy-* header name");
+            }
+        }
+        let envoy_allow = p.envoy_allow.iter().map(|h| h.to_ascii_lowercase().into_bytes()).collect();
+        if let Some(t) = guards.xfcc.as_ref().and_then(|d| d.trust_forwarded_from.clone()) {
+            p.xfcc_trusted = t;
+        }
+        let mut xfcc_trusted = Vec::with_capacity(p.xfcc_trusted.len());
+        for (i, t) in p.xfcc_trusted.iter().enumerate() {
+            match PrincipalPattern::parse(t) {
+                Ok(pat) => xfcc_trusted.push(pat),
+                Err(e) => errs.push(format!("{}[{i}]", gat("xfcc", "trustForwardedFrom")), e),
+            }
+        }
+
+        let on = |g: Guard| slots.get(g as usize).is_some_and(|s| s.enabled);
+        let trusting = |g: Guard| slots.get(g as usize).is_some_and(|s| s.enabled && s.trust_mtls_peers);
+        let needs = HygieneNeeds {
+            mtls: on(Guard::PeerMetadata)
+                || on(Guard::Xfcc)
+                || [
+                    Guard::EnvoyHeaders,
+                    Guard::ForwardedRouting,
+                    Guard::UrlOverride,
+                    Guard::ClientIp,
+                    Guard::ProxyAuthorization,
+                    Guard::RequestId,
+                ]
+                .into_iter()
+                .any(trusting),
+            peer: on(Guard::Xfcc) && !xfcc_trusted.is_empty(),
+            tls: on(Guard::Scheme),
+        };
+        RequestHygiene {
+            slots,
+            body_methods,
+            allowed_methods,
+            risky_refused,
+            singleton_extra,
+            allow_utf8: p.allow_utf8,
+            websocket_require_key: p.websocket_require_key,
+            expect_require_body: p.expect_require_body,
+            envoy_allow,
+            xfcc_trusted,
+            needs,
+        }
+    }
+
+    /// Which connection properties the guards read.
+    pub fn needs(&self) -> HygieneNeeds {
+        self.needs
+    }
+
+    fn slot(&self, g: Guard) -> Slot {
+        self.slots.get(g as usize).copied().unwrap_or(DISABLED)
+    }
+
+    /// Run every enabled guard, in order, adding findings (and, for enforced strips, header
+    /// mutations) to `decision`. Stops at the first enforced rejection.
+    pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+        let scan = Scan::new(req, self);
+        let path = target::analyze(scan.path);
+        for &g in Guard::ALL {
+            let slot = self.slot(g);
+            if !slot.enabled || !self.tripped(g, slot, &scan, &path, req) {
+                continue;
+            }
+            decision.findings.push(Finding {
+                check: Check::Hygiene,
+                code: g.code(),
+                rule: g.rule().to_string(),
+                enforced: slot.enforced,
+                remedy: slot.remedy,
+            });
+            match (slot.remedy, slot.enforced) {
+                (Remedy::Reject, true) => return,
+                (Remedy::Strip, true) => self.strip(g, req, &mut decision.mutations),
+                _ => {}
+            }
+        }
+    }
+
+    fn trusted_peer(&self, slot: Slot, req: &RequestView<'_>) -> bool {
+        slot.trust_mtls_peers && req.peer.mtls
+    }
+
+    fn tripped(&self, g: Guard, slot: Slot, s: &Scan<'_>, path: &PathFacts, req: &RequestView<'_>) -> bool {
+        let over = |n: usize| n as u64 > slot.max;
+        match g {
+            Guard::HeaderCount => over(s.count),
+            Guard::HeaderBytes => over(s.bytes),
+            Guard::HeaderLength => over(s.longest),
+            Guard::PathLength => over(s.path.len()),
+            Guard::QueryParams => over(path.query_params),
+            Guard::ContentLength => {
+                s.content_length.count > 1
+                    || (s.content_length.present() && parse_content_length(s.content_length.first).is_none())
+            }
+            Guard::TransferEncoding => {
+                s.transfer_encoding.present()
+                    && (s.transfer_encoding.count > 1
+                        || !trim(s.transfer_encoding.first).eq_ignore_ascii_case(b"chunked")
+                        || s.content_length.present())
+            }
+            Guard::TeHeader => {
+                s.te.present() && tokens(s.te.first).any(|t| !t.eq_ignore_ascii_case(b"trailers"))
+                    || s.te.count > 1
+                    || (s.te.present() && trim(s.te.first).is_empty())
+            }
+            Guard::BodyOnGet => !s.is_upgrade() && s.has_body(req) && self.body_methods.iter().any(|m| m == s.method),
+            Guard::BodyOnUpgrade => {
+                s.is_upgrade()
+                    && (s.transfer_encoding.present() || parse_content_length(s.content_length.first).unwrap_or(0) > 0)
+            }
+            Guard::UnderscoreHeaders => s.underscore,
+            Guard::HeaderNames => s.bad_name,
+            Guard::ControlBytes => s.control,
+            Guard::NonAsciiValues => s.non_ascii,
+            Guard::ValueWhitespace => s.whitespace,
+            Guard::SingletonHeaders => s.singleton_repeated(),
+            Guard::Authority => !target::authority_is_valid(s.authority_value()),
+            Guard::Scheme => s.scheme.is_some_and(|sc| !(sc == b"http" || (sc == b"https" && req.tls))),
+            Guard::MethodToken => {
+                s.method.is_empty()
+                    || !s.method.iter().all(|&b| is_tchar(b))
+                    || s.method.iter().any(u8::is_ascii_lowercase)
+            }
+            Guard::MethodAllowlist => !self.allowed_methods.iter().any(|m| m == s.method),
+            Guard::RiskyMethods => self.risky_refused.contains(&s.method),
+            Guard::MethodOverride => s.method_override.present(),
+            Guard::H2cUpgrade => {
+                s.http2_settings.present()
+                    || (s.upgrade.present() && tokens(s.upgrade.first).any(|t| t.eq_ignore_ascii_case(b"h2c")))
+            }
+            Guard::Websocket => {
+                s.upgrade.present()
+                    && tokens(s.upgrade.first).any(|t| t.eq_ignore_ascii_case(b"websocket"))
+                    && !self.websocket_handshake_ok(s)
+            }
+            Guard::Expect => {
+                s.expect.present()
+                    && (s.expect.count > 1
+                        || !trim(s.expect.first).eq_ignore_ascii_case(b"100-continue")
+                        || (self.expect_require_body && !s.has_body(req)))
+            }
+            Guard::EncodedSlash => path.encoded_slash,
+            Guard::DotSegments => path.dot_segment,
+            Guard::DoubleSlash => path.double_slash,
+            Guard::PathParameters => path.parameter,
+            Guard::DoubleEncoding => path.double_encoding,
+            Guard::EncodedControl => path.encoded_control,
+            Guard::InvalidUtf8 => path.invalid_utf8,
+            Guard::EncodedDelimiters => path.encoded_delimiter,
+            Guard::PathCharacters => path.invalid_character,
+            Guard::EnvoyHeaders => s.envoy.present() && !self.trusted_peer(slot, req),
+            Guard::PeerMetadata => s.peer_metadata.present() && !req.peer.mtls,
+            Guard::Xfcc => s.xfcc.present() && self.xfcc_untrusted(req),
+            Guard::ForwardedRouting => s.forwarded_routing.present() && !self.trusted_peer(slot, req),
+            Guard::UrlOverride => s.url_override.present() && !self.trusted_peer(slot, req),
+            Guard::ClientIp => s.client_ip.present() && !self.trusted_peer(slot, req),
+            Guard::ProxyAuthorization => s.proxy_authorization.present() && !self.trusted_peer(slot, req),
+            Guard::RequestId => {
+                s.request_id.present()
+                    && !self.trusted_peer(slot, req)
+                    && (s.request_id.count > 1 || !request_id_is_valid(s.request_id.first))
+            }
+        }
+    }
+
+    /// GET (or HTTP/2's extended CONNECT), version 13, a key of 16 base64-encoded bytes (when
+    /// required; RFC 8441 handshakes over HTTP/2 have none), and `connection: upgrade` over
+    /// HTTP/1.
+    fn websocket_handshake_ok(&self, s: &Scan<'_>) -> bool {
+        let extended_connect = s.method == b"CONNECT" && s.protocol;
+        if s.method != b"GET" && !extended_connect {
+            return false;
+        }
+        if s.ws_version.count != 1 || trim(s.ws_version.first) != b"13" {
+            return false;
+        }
+        if extended_connect {
+            return true;
+        }
+        if self.websocket_require_key && (s.ws_key.count != 1 || !websocket_key_is_valid(trim(s.ws_key.first))) {
+            return false;
+        }
+        s.connection.present() && tokens(s.connection.first).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+    }
+
+    /// Not an mTLS peer: Envoy adds nothing there, so any XFCC is the client's. An mTLS peer:
+    /// only the last element is the local Envoy's; earlier ones are kept only when the peer is
+    /// one the policy trusts to forward them.
+    fn xfcc_untrusted(&self, req: &RequestView<'_>) -> bool {
+        if !req.peer.mtls {
+            return true;
+        }
+        match crate::xfcc::count_elements(req.header_all("x-forwarded-client-cert")) {
+            Err(_) => true,
+            Ok(0 | 1) => false,
+            Ok(_) => !self.peer_forwards_xfcc(req),
+        }
+    }
+
+    fn peer_forwards_xfcc(&self, req: &RequestView<'_>) -> bool {
+        let Some(id) = req.peer.uri_san.and_then(|u| SpiffeId::parse(u).ok()) else { return false };
+        self.xfcc_trusted.iter().any(|p| p.matches(&id))
+    }
+
+    /// The header mutations of an enforced strip.
+    fn strip(&self, g: Guard, req: &RequestView<'_>, out: &mut Vec<HeaderMutation>) {
+        if g == Guard::Xfcc {
+            const XFCC: &[u8] = b"x-forwarded-client-cert";
+            let last = match crate::xfcc::raw_elements(req.header_all("x-forwarded-client-cert")) {
+                Ok(elements) if req.peer.mtls => elements.last().copied(),
+                _ => None,
+            };
+            out.retain(|m| m.name() != XFCC);
+            out.push(match last {
+                Some(el) => HeaderMutation::Set { name: XFCC.to_vec(), value: el.to_vec() },
+                None => HeaderMutation::Remove { name: XFCC.to_vec() },
+            });
+            return;
+        }
+        for &(name, value) in req.headers {
+            if name.first() == Some(&b':') || !self.strips(g, name, value) {
+                continue;
+            }
+            let lower = name.to_ascii_lowercase();
+            if !out.iter().any(|m| m.name() == lower.as_slice()) {
+                out.push(HeaderMutation::Remove { name: lower });
+            }
+        }
+    }
+
+    /// Whether a strip by guard `g` removes this header.
+    fn strips(&self, g: Guard, name: &[u8], value: &[u8]) -> bool {
+        let known = classify(name);
+        match g {
+            Guard::TeHeader => known == Known::Te,
+            Guard::UnderscoreHeaders => name.contains(&b'_'),
+            Guard::ControlBytes => has_control(value),
+            Guard::NonAsciiValues => self.bad_non_ascii(value),
+            Guard::MethodOverride => known == Known::MethodOverride,
+            Guard::H2cUpgrade => matches!(known, Known::Upgrade | Known::Http2Settings),
+            Guard::Expect => known == Known::Expect,
+            Guard::EnvoyHeaders => known == Known::Envoy && !self.envoy_allowed(name),
+            Guard::PeerMetadata => known == Known::PeerMetadata,
+            Guard::ForwardedRouting => known == Known::ForwardedRouting,
+            Guard::UrlOverride => known == Known::UrlOverride,
+            Guard::ClientIp => known == Known::ClientIp,
+            Guard::ProxyAuthorization => known == Known::ProxyAuthorization,
+            Guard::RequestId => known == Known::RequestId,
+            _ => false,
+        }
+    }
+
+    fn envoy_allowed(&self, name: &[u8]) -> bool {
+        self.envoy_allow.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    fn bad_non_ascii(&self, value: &[u8]) -> bool {
+        value.iter().any(|&b| b >= 0x80) && (!self.allow_utf8 || std::str::from_utf8(value).is_err())
+    }
+}
+
+/// The headers some guard looks at by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    ContentLength,
+    TransferEncoding,
+    Te,
+    Host,
+    ContentType,
+    Authorization,
+    Expect,
+    Upgrade,
+    Connection,
+    Http2Settings,
+    WsKey,
+    WsVersion,
+    MethodOverride,
+    PeerMetadata,
+    Xfcc,
+    ForwardedRouting,
+    UrlOverride,
+    ClientIp,
+    ProxyAuthorization,
+    RequestId,
+    Envoy,
+    Other,
+}
+
+/// One lowercase copy on the stack, one `match`: no allocation, no hashing.
+fn classify(name: &[u8]) -> Known {
+    const PREFIX: &[u8] = b"x-envoy-";
+    let mut buf = [0u8; 32];
+    let Some(lower) = buf.get_mut(..name.len()) else {
+        let envoy = name.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX));
+        return if envoy { Known::Envoy } else { Known::Other };
+    };
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    match &*lower {
+        b"content-length" => Known::ContentLength,
+        b"transfer-encoding" => Known::TransferEncoding,
+        b"te" => Known::Te,
+        b"host" => Known::Host,
+        b"content-type" => Known::ContentType,
+        b"authorization" => Known::Authorization,
+        b"expect" => Known::Expect,
+        b"upgrade" => Known::Upgrade,
+        b"connection" => Known::Connection,
+        b"http2-settings" => Known::Http2Settings,
+        b"sec-websocket-key" => Known::WsKey,
+        b"sec-websocket-version" => Known::WsVersion,
+        b"x-http-method-override" | b"x-http-method" | b"x-method-override" => Known::MethodOverride,
+        b"x-envoy-peer-metadata" | b"x-envoy-peer-metadata-id" => Known::PeerMetadata,
+        b"x-forwarded-client-cert" => Known::Xfcc,
+        b"x-forwarded-host" | b"x-forwarded-prefix" | b"forwarded" => Known::ForwardedRouting,
+        b"x-original-url" | b"x-rewrite-url" => Known::UrlOverride,
+        b"x-real-ip" | b"true-client-ip" => Known::ClientIp,
+        b"proxy-authorization" => Known::ProxyAuthorization,
+        b"x-request-id" => Known::RequestId,
+        n if n.starts_with(PREFIX) => Known::Envoy,
+        _ => Known::Other,
+    }
+}
+
+/// How often a header was seen, and its first value.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen<'a> {
+    count: u32,
+    first: &'a [u8],
+}
+
+impl<'a> Seen<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        if self.count == 0 {
+            self.first = value;
+        }
+        self.count = self.count.saturating_add(1);
+    }
+    fn present(&self) -> bool {
+        self.count > 0
+    }
+}
+
+/// Everything the header guards need, from one pass over the header map.
+#[derive(Debug, Default)]
+struct Scan<'a> {
+    method: &'a [u8],
+    path: &'a [u8],
+    authority: Seen<'a>,
+    scheme: Option<&'a [u8]>,
+    protocol: bool,
+    /// Non-pseudo header fields.
+    count: usize,
+    /// Every name and value byte, pseudo-headers included.
+    bytes: usize,
+    /// The longest non-pseudo field (name + value).
+    longest: usize,
+    underscore: bool,
+    bad_name: bool,
+    control: bool,
+    non_ascii: bool,
+    whitespace: bool,
+    content_length: Seen<'a>,
+    transfer_encoding: Seen<'a>,
+    te: Seen<'a>,
+    host: Seen<'a>,
+    content_type: Seen<'a>,
+    authorization: Seen<'a>,
+    expect: Seen<'a>,
+    upgrade: Seen<'a>,
+    connection: Seen<'a>,
+    http2_settings: Seen<'a>,
+    ws_key: Seen<'a>,
+    ws_version: Seen<'a>,
+    method_override: Seen<'a>,
+    peer_metadata: Seen<'a>,
+    xfcc: Seen<'a>,
+    forwarded_routing: Seen<'a>,
+    url_override: Seen<'a>,
+    client_ip: Seen<'a>,
+    proxy_authorization: Seen<'a>,
+    request_id: Seen<'a>,
+    /// `x-envoy-*` headers outside `envoyHeaders.allow` (peer metadata excluded).
+    envoy: Seen<'a>,
+    /// A header of `singletonHeaders.headers` repeated or comma-merged.
+    extra_repeated: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn new(req: &RequestView<'a>, h: &RequestHygiene) -> Scan<'a> {
+        let mut s = Scan::default();
+        let mut extra_counts = [0u8; MAX_EXTRA_SINGLETONS];
+        for &(name, value) in req.headers {
+            s.bytes = s.bytes.saturating_add(name.len()).saturating_add(value.len());
+            if let Some(pseudo) = name.strip_prefix(b":") {
+                match pseudo {
+                    b"method" => s.method = value,
+                    b"path" => s.path = value,
+                    b"authority" => s.authority.add(value),
+                    b"scheme" => s.scheme = Some(value),
+                    b"protocol" => s.protocol = true,
+                    _ => s.bad_name = true,
+                }
+                continue;
+            }
+            s.count += 1;
+            s.longest = s.longest.max(name.len().saturating_add(value.len()));
+            let (bad_name, underscore) = name_classes(name);
+            s.bad_name |= bad_name;
+            s.underscore |= underscore;
+            let (control, high) = value_classes(value);
+            s.control |= control;
+            s.non_ascii |= high && (!h.allow_utf8 || std::str::from_utf8(value).is_err());
+            s.whitespace |= matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'));
+            let seen = match classify(name) {
+                Known::ContentLength => &mut s.content_length,
+                Known::TransferEncoding => &mut s.transfer_encoding,
+                Known::Te => &mut s.te,
+                Known::Host => &mut s.host,
+                Known::ContentType => &mut s.content_type,
+                Known::Authorization => &mut s.authorization,
+                Known::Expect => &mut s.expect,
+                Known::Upgrade => &mut s.upgrade,
+                Known::Connection => &mut s.connection,
+                Known::Http2Settings => &mut s.http2_settings,
+                Known::WsKey => &mut s.ws_key,
+                Known::WsVersion => &mut s.ws_version,
+                Known::MethodOverride => &mut s.method_override,
+                Known::PeerMetadata => &mut s.peer_metadata,
+                Known::Xfcc => &mut s.xfcc,
+                Known::ForwardedRouting => &mut s.forwarded_routing,
+                Known::UrlOverride => &mut s.url_override,
+                Known::ClientIp => &mut s.client_ip,
+                Known::ProxyAuthorization => &mut s.proxy_authorization,
+                Known::RequestId => &mut s.request_id,
+                Known::Envoy if !h.envoy_allowed(name) => &mut s.envoy,
+                Known::Envoy | Known::Other => {
+                    for (i, extra) in h.singleton_extra.iter().enumerate() {
+                        if extra.eq_ignore_ascii_case(name) {
+                            if let Some(n) = extra_counts.get_mut(i) {
+                                *n = n.saturating_add(1);
+                                s.extra_repeated |= *n > 1 || has_top_level_comma(value);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            seen.add(value);
+        }
+        s
+    }
+
+    /// `:authority`, or the `host` header when there is none.
+    fn authority_value(&self) -> &'a [u8] {
+        if self.authority.present() {
+            self.authority.first
+        } else {
+            self.host.first
+        }
+    }
+
+    fn is_upgrade(&self) -> bool {
+        self.upgrade.present() || self.method == b"CONNECT" || self.protocol
+    }
+
+    /// A body follows: a positive Content-Length, or (without one) headers that did not end
+    /// the stream. An unparseable Content-Length counts as a body.
+    fn has_body(&self, req: &RequestView<'_>) -> bool {
+        if self.content_length.present() {
+            return parse_content_length(self.content_length.first).is_none_or(|n| n > 0);
+        }
+        !req.end_of_stream || self.transfer_encoding.present()
+    }
+
+    fn singleton_repeated(&self) -> bool {
+        let authorities = self.authority.count + self.host.count;
+        let host_conflict = self.authority.present() && self.host.present() && self.authority.first != self.host.first;
+        (authorities > 1 && (host_conflict || self.authority.count > 1 || self.host.count > 1))
+            || self.authority.first.contains(&b',')
+            || self.host.first.contains(&b',')
+            || self.content_length.count > 1
+            || self.content_length.first.contains(&b',')
+            || self.content_type.count > 1
+            || has_top_level_comma(self.content_type.first)
+            || self.authorization.count > 1
+            || authorization_merged(self.authorization.first)
+            || self.extra_repeated
+    }
+}
+
+fn has_control(value: &[u8]) -> bool {
+    value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// RFC 9110 `tchar`, as a table. (Built at compile time: an index out of range would fail the
+/// build, never a request.)
+#[allow(clippy::indexing_slicing)]
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// (not a token, contains `_`) in one pass over a header name.
+fn name_classes(name: &[u8]) -> (bool, bool) {
+    let mut bad = name.is_empty();
+    let mut underscore = false;
+    for &b in name {
+        bad |= !TCHAR.get(usize::from(b)).copied().unwrap_or(false);
+        underscore |= b == b'_';
+    }
+    (bad, underscore)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Some byte of `x` is below `n` (n <= 128); bytes >= 0x80 never count.
+fn swar_has_less(x: u64, n: u8) -> bool {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI != 0
+}
+
+/// (a control byte other than tab, or DEL; a byte >= 0x80) in one pass over a header value,
+/// eight bytes at a time: values are most of a request's bytes, and wasm32 has no SIMD here.
+fn value_classes(value: &[u8]) -> (bool, bool) {
+    let mut high = 0u64;
+    let mut suspect = false;
+    let mut chunks = value.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        high |= x;
+        // Below 0x20 (tab included: checked exactly below) or DEL (x ^ 0x7f has a zero byte).
+        suspect |= swar_has_less(x, 0x20) || swar_has_less(x ^ (LO * 0x7f), 1);
+    }
+    let mut tail_high = false;
+    for &b in chunks.remainder() {
+        tail_high |= b >= 0x80;
+        suspect |= b < 0x20 || b == 0x7f;
+    }
+    let control = suspect && has_control(value);
+    (control, high & HI != 0 || tail_high)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// The comma-separated tokens of a list header, trimmed, empty ones skipped.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+/// 1 to 15 decimal digits, nothing else (no sign, no spaces inside, no list).
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The pieces of a value between commas outside double quotes (`\"` escapes inside).
+fn top_level_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut start = 0;
+    let mut cuts = Vec::new();
+    for (i, &b) in v.iter().enumerate() {
+        if in_quotes {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_quotes = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+        } else if b == b',' {
+            cuts.push((start, i));
+            start = i + 1;
+        }
+    }
+    cuts.push((start, v.len()));
+    cuts.into_iter().map(move |(a, b)| v.get(a..b).unwrap_or_default())
+}
+
+fn has_top_level_comma(v: &[u8]) -> bool {
+    v.contains(&b',') && top_level_elements(v).nth(1).is_some()
+}
+
+/// Envoy merges two `Authorization` lines into `a,b`. One credential has commas only between
+/// its `auth-param`s (`Digest realm="x", nonce="y"`); an element after a comma that is not
+/// `token = ...` is a second credential (`Bearer a,Bearer b`).
+fn authorization_merged(v: &[u8]) -> bool {
+    if !v.contains(&b',') {
+        return false;
+    }
+    top_level_elements(v).skip(1).map(trim).filter(|e| !e.is_empty()).any(|e| {
+        let token = e.iter().take_while(|&&b| is_tchar(b)).count();
+        let rest = trim(e.get(token..).unwrap_or_default());
+        token == 0 || rest.first() != Some(&b'=')
+    })
+}
+
+/// 1 to 128 bytes of letters, digits and `-._:+/=` (UUIDs, W3C trace ids, AWS and most
+/// vendors' ids); no spaces, quotes, commas (merged duplicates) or control bytes.
+fn request_id_is_valid(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'+' | b'/' | b'='))
+}
+
+/// Base64 of exactly 16 bytes: 22 base64 characters (the last one carrying 2 bits) and `==`.
+fn websocket_key_is_valid(k: &[u8]) -> bool {
+    let b64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    k.len() == 24
+        && k.get(..22).is_some_and(|head| head.iter().all(b64))
+        && matches!(k.get(21), Some(b'A' | b'Q' | b'g' | b'w'))
+        && k.get(22..) == Some(b"==")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_table_is_consistent() {
+        let mut names = std::collections::HashSet::new();
+        for &g in Guard::ALL {
+            assert!(names.insert(g.name()), "duplicate guard {}", g.name());
+            assert_eq!(g.rule(), format!("hygiene.guards.{}", g.name()));
+            assert_eq!(g.code().check(), Check::Hygiene);
+            assert_eq!(Guard::ALL.get(g as usize), Some(&g), "ALL is in declaration order");
+        }
+        let codes: std::collections::HashSet<_> = Guard::ALL.iter().map(|g| g.code()).collect();
+        assert_eq!(codes.len(), Guard::ALL.len(), "one reason code per guard");
+        let hygiene_codes = ReasonCode::ALL.iter().filter(|c| c.check() == Check::Hygiene).count();
+        assert_eq!(hygiene_codes, Guard::ALL.len(), "every hygiene reason code belongs to a guard");
+    }
+
+    #[test]
+    fn classify_is_case_insensitive_and_allocation_free() {
+        assert_eq!(classify(b"Content-Length"), Known::ContentLength);
+        assert_eq!(classify(b"X-Envoy-Peer-Metadata-Id"), Known::PeerMetadata);
+        assert_eq!(classify(b"x-envoy-original-path"), Known::Envoy);
+        assert_eq!(classify(b"x-envoy-a-very-long-header-name-beyond-the-buffer"), Known::Envoy);
+        assert_eq!(classify(b"a-very-long-header-name-beyond-the-stack-buffer"), Known::Other);
+        assert_eq!(classify(b""), Known::Other);
+    }
+
+    #[test]
+    fn value_classes_agree_with_the_plain_definitions() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..200 {
+            for _ in 0..50 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Mostly printable, sometimes a tab, a control, DEL or a high byte.
+                        match x % 40 {
+                            0 => b'\t',
+                            1 => (x >> 8) as u8 % 0x20,
+                            2 => 0x7f,
+                            3 => 0x80 | (x >> 8) as u8,
+                            _ => 0x20 + ((x >> 8) as u8 % 0x5f),
+                        }
+                    })
+                    .collect();
+                let plain = (has_control(&v), v.iter().any(|&b| b >= 0x80));
+                assert_eq!(value_classes(&v), plain, "{v:?}");
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(name_classes(&[b]), (!is_tchar(b), b == b'_'), "{b}");
+            let v = [b'a', b'a', b'a', b'a', b'a', b'a', b'a', b];
+            assert_eq!(value_classes(&v), (has_control(&v), b >= 0x80), "{b}");
+        }
+    }
+
+    #[test]
+    fn websocket_keys() {
+        assert!(websocket_key_is_valid(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [&b"dGhlIHNhbXBsZSBub25jZQ="[..], b"dGhlIHNhbXBsZSBub25jZR==", b"dGhlIHNhbXBsZSBub25j*Q==", b""] {
+            assert!(!websocket_key_is_valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn authorization_merges() {
+        assert!(!authorization_merged(b"Bearer abc.def.ghi"));
+        assert!(!authorization_merged(br#"Digest username="a,b", realm="r", nonce="n", uri="/x,y", response="z""#));
+        assert!(!authorization_merged(b"Basic dXNlcjpwYXNz"));
+        assert!(authorization_merged(b"Bearer a,Bearer b"));
+        assert!(authorization_merged(b"Basic x,y"));
+        assert!(authorization_merged(br#"Digest realm="r",Basic eA=="#));
+    }
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b" 42 "), Some(42));
+        for bad in [&b""[..], b"1,1", b"-1", b"+1", b"0x10", b"1 1", b"9999999999999999"] {
+            assert_eq!(parse_content_length(bad), None, "{bad:?}");
+        }
+    }
+}
