@@ -18,9 +18,22 @@
 //!       action: allow
 //!       match: { hosts: [api.default.svc], paths: [{prefix: /v1/}], methods: [GET] }
 //!       principals: ["spiffe://cluster.local/ns/web/sa/*"]
+//! egress:                      # see crate::egress
+//!   mode: enforce
+//!   appliesTo: outbound          # or all (egress gateway)
+//!   sourceIdentity: workload     # or peerCertificate
+//!   allow:
+//!     - id: payments
+//!       hosts: [api.stripe.com, "*.stripe.com"]
+//!       ports: [443]
+//!       methods: [GET, POST]
+//!       paths: [{prefix: /v1/}]
+//!       sources: ["spiffe://cluster.local/ns/payments/sa/*"]
 //! ```
 
 use serde::Deserialize;
+
+pub use crate::egress::EgressDoc;
 
 /// The policy schema version this build understands.
 pub const VERSION: u64 = 1;
@@ -37,6 +50,8 @@ pub struct PolicyDocument {
     pub decision_log: DecisionLogDoc,
     #[serde(default)]
     pub identity: Option<IdentityDoc>,
+    #[serde(default)]
+    pub egress: Option<EgressDoc>,
 }
 
 /// Enforce, or log what would have been denied and let the request through.

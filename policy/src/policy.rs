@@ -2,8 +2,10 @@
 
 use std::collections::HashSet;
 
+use crate::connection::ConnectionView;
 use crate::decision::Decision;
 use crate::document::{Mode, PolicyDocument, VERSION};
+use crate::egress::EgressAllowlist;
 use crate::error::ConfigErrors;
 use crate::identity::PeerIdentity;
 use crate::reason::ReasonCode;
@@ -53,6 +55,12 @@ pub struct LogSettings {
 pub struct Needs {
     /// `connection.mtls` and `connection.uri_san_peer_certificate`.
     pub peer: bool,
+    /// `xds.listener_direction`.
+    pub direction: bool,
+    /// `xds.cluster_name` (HTTP only).
+    pub cluster: bool,
+    /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
+    pub workload: bool,
 }
 
 /// A validated, compiled policy.
@@ -63,6 +71,7 @@ pub struct Policy {
     deny: DenyResponse,
     log: LogSettings,
     identity: Option<PeerIdentity>,
+    egress: Option<EgressAllowlist>,
 }
 
 impl Policy {
@@ -92,10 +101,11 @@ impl Policy {
         let deny = compile_deny(&doc, &mut errs);
         let log = compile_log(&doc, &mut errs);
         let identity = doc.identity.as_ref().map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
+        let egress = doc.egress.as_ref().map(|e| EgressAllowlist::compile(e, doc.mode, "egress", &mut errs));
         if !errs.is_empty() {
             return Err(errs);
         }
-        Ok(Self { revision, mode: doc.mode, deny, log, identity })
+        Ok(Self { revision, mode: doc.mode, deny, log, identity, egress })
     }
 
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
@@ -109,7 +119,18 @@ impl Policy {
     }
 
     pub fn needs(&self) -> Needs {
-        Needs { peer: self.identity.is_some() }
+        let egress = self.egress.as_ref();
+        Needs {
+            peer: self.identity.is_some() || egress.is_some_and(EgressAllowlist::needs_peer),
+            direction: egress.is_some(),
+            cluster: egress.is_some(),
+            workload: egress.is_some_and(EgressAllowlist::needs_workload),
+        }
+    }
+
+    /// Whether the policy has an egress section (the only check a network filter runs).
+    pub fn has_egress(&self) -> bool {
+        self.egress.is_some()
     }
 
     pub fn deny_response(&self) -> &DenyResponse {
@@ -122,7 +143,41 @@ impl Policy {
         if let Some(identity) = &self.identity {
             identity.evaluate(req, &mut decision);
         }
+        if decision.enforced() {
+            return decision;
+        }
+        if let Some(egress) = &self.egress {
+            egress.evaluate(req, &mut decision);
+        }
         decision
+    }
+
+    /// Decide one TLS/TCP connection as it opens (the network filter): the egress check on
+    /// its SNI. Every other check is about HTTP and does not run here.
+    pub fn evaluate_connection(&self, conn: &ConnectionView<'_>) -> Decision {
+        let mut decision = Decision::default();
+        if let Some(egress) = &self.egress {
+            egress.evaluate_connection(conn, &mut decision);
+        }
+        decision
+    }
+
+    /// [`Policy::should_log`] for a connection; allows are sampled by a hash of the SNI.
+    pub fn should_log_connection(&self, decision: &Decision, conn: &ConnectionView<'_>) -> bool {
+        if !decision.findings.is_empty() {
+            return true;
+        }
+        match self.log.allow_per_million {
+            0 => false,
+            1_000_000.. => true,
+            n => crate::log::sample_bucket(conn.sni.unwrap_or_default()) < n,
+        }
+    }
+
+    /// The decision-log line for a connection: like [`Policy::decision_log_line`], with a
+    /// `connection` object instead of `request`.
+    pub fn connection_log_line(&self, decision: &Decision, conn: &ConnectionView<'_>, unix_millis: u64) -> String {
+        crate::log::record_connection(self, decision, conn, unix_millis)
     }
 
     /// Whether this decision gets a decision-log line: every deny and would-deny, and the

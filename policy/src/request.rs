@@ -9,6 +9,9 @@ pub enum Direction {
     Inbound,
     /// Traffic leaving the local workload (sidecar outbound, egress).
     Outbound,
+    /// The listener does not say (Envoy's `xds.listener_direction` is `UNSPECIFIED` or
+    /// missing).
+    Unspecified,
 }
 
 impl Direction {
@@ -16,6 +19,7 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Unspecified => "unspecified",
         }
     }
 }
@@ -29,6 +33,15 @@ pub struct Peer<'a> {
     pub uri_san: Option<&'a [u8]>,
 }
 
+/// The local workload as Istio describes it in Envoy's node metadata
+/// (`xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT`): on an outbound sidecar, the
+/// identity of the workload that sends the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Workload<'a> {
+    pub namespace: Option<&'a [u8]>,
+    pub service_account: Option<&'a [u8]>,
+}
+
 /// One HTTP request as raw bytes. `headers` holds every header pair in the order Envoy has them,
 /// pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) included; the accessors below
 /// pick the pseudo-headers out.
@@ -37,11 +50,28 @@ pub struct RequestView<'a> {
     pub headers: &'a [(&'a [u8], &'a [u8])],
     pub peer: Peer<'a>,
     pub direction: Direction,
+    /// `xds.cluster_name`: the upstream cluster the route picked (Istio:
+    /// `outbound|443||api.example.com`, `PassthroughCluster`, `BlackHoleCluster`), when known.
+    pub cluster: Option<&'a [u8]>,
+    /// The local workload (see [`Workload`]), when the policy needs it.
+    pub workload: Workload<'a>,
 }
 
 impl<'a> RequestView<'a> {
     pub fn new(headers: &'a [(&'a [u8], &'a [u8])], peer: Peer<'a>, direction: Direction) -> Self {
-        Self { headers, peer, direction }
+        Self { headers, peer, direction, cluster: None, workload: Workload::default() }
+    }
+
+    /// The same view with the upstream cluster's name.
+    pub fn with_cluster(mut self, cluster: Option<&'a [u8]>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The same view with the local workload.
+    pub fn with_workload(mut self, workload: Workload<'a>) -> Self {
+        self.workload = workload;
+        self
     }
 
     /// The first value of the header named `name` (ASCII case-insensitive).
@@ -74,7 +104,9 @@ impl<'a> RequestView<'a> {
 /// A request held in owned memory, in the JSON shape the decision log records and
 /// `meshguard eval --request` reads:
 /// `{"method", "path", "authority", "scheme", "headers": [[name, value], ...],
-///   "peer": {"mtls": bool, "uriSan": string|null}, "direction": "inbound"|"outbound"}`.
+///   "peer": {"mtls": bool, "uriSan": string|null}, "direction": "inbound"|"outbound"|"unspecified",
+///   "cluster": string|null, "workload": {"namespace": string|null, "serviceAccount": string|null}}`
+/// (`cluster` and `workload` optional).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnedRequest {
@@ -90,6 +122,28 @@ pub struct OwnedRequest {
     pub peer: OwnedPeer,
     #[serde(default)]
     pub direction: OwnedDirection,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub workload: OwnedWorkload,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnedWorkload {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+impl OwnedWorkload {
+    pub fn view(&self) -> Workload<'_> {
+        Workload {
+            namespace: self.namespace.as_deref().map(str::as_bytes),
+            service_account: self.service_account.as_deref().map(str::as_bytes),
+        }
+    }
 }
 
 fn default_scheme() -> String {
@@ -111,6 +165,17 @@ pub enum OwnedDirection {
     #[default]
     Inbound,
     Outbound,
+    Unspecified,
+}
+
+impl OwnedDirection {
+    pub fn view(self) -> Direction {
+        match self {
+            OwnedDirection::Inbound => Direction::Inbound,
+            OwnedDirection::Outbound => Direction::Outbound,
+            OwnedDirection::Unspecified => Direction::Unspecified,
+        }
+    }
 }
 
 impl OwnedRequest {
@@ -131,10 +196,9 @@ impl OwnedRequest {
         RequestView {
             headers: pairs,
             peer: Peer { mtls: self.peer.mtls, uri_san: self.peer.uri_san.as_deref().map(str::as_bytes) },
-            direction: match self.direction {
-                OwnedDirection::Inbound => Direction::Inbound,
-                OwnedDirection::Outbound => Direction::Outbound,
-            },
+            direction: self.direction.view(),
+            cluster: self.cluster.as_deref().map(str::as_bytes),
+            workload: self.workload.view(),
         }
     }
 }
