@@ -21,8 +21,9 @@
 //! - IP literals (every spelling), link-local and metadata addresses and `localhost` names are
 //!   denied unless a rule names them exactly (a wildcard never covers them), and an IPv4
 //!   spelled other than as a dotted quad of decimals, or an IPv6 with a zone, never matches.
-//! - Of the rules that name the host, one must allow the port (the authority's, else the
-//!   Istio cluster's, else 80/443 by scheme; for a connection, `destination.port`), the method,
+//! - Of the rules that name the host, one must allow the port (the Istio cluster's, where the
+//!   request really goes, else the authority's, else 80/443 by scheme; for a connection,
+//!   `destination.port`), the method,
 //!   the canonical path ([`crate::path`]), the source identity, and, when Envoy routed the
 //!   request to `PassthroughCluster` or `BlackHoleCluster`, say `passthrough: true`.
 //!
@@ -51,8 +52,9 @@
 //! For Istio clusters (`outbound|<port>|<subset>|<host>`), the authority must agree with the
 //! cluster: the same host (or one the cluster's `*.` wildcard covers), or a Kubernetes
 //! short name of the cluster's service (`reviews` for `reviews.default.svc.cluster.local`, which
-//! the allowlist then sees in full), and an explicit authority port must be the cluster's. A
-//! cluster of another in-mesh service (a VirtualService sending `api.example.com` through the
+//! the allowlist then sees in full). The port the rules see is then the cluster's (an egress
+//! gateway originating TLS legitimately sends `api.example.com:80` to port 443). A cluster of
+//! another in-mesh service (a VirtualService sending `api.example.com` through the
 //! egress gateway) is a mesh hop: the allowlist judges the authority and the gateway checks
 //! again. Anything else is `egress_authority_mismatch`.
 //!
@@ -615,7 +617,6 @@ impl EgressAllowlist {
         let mut host = authority.host;
         let mut port = authority.port;
         if let Some(Cluster::Istio { port: cluster_port, host: cluster_host }) = &cluster {
-            let consistent_port = authority.port.is_none_or(|p| p == *cluster_port);
             let same = match cluster_host {
                 ClusterHost::Exact(h) => *h == host,
                 ClusterHost::Wildcard(suffix) => host.name().is_some_and(|n| covered_by_wildcard(n, suffix)),
@@ -624,13 +625,13 @@ impl EgressAllowlist {
                 ClusterHost::Exact(Host::Name(n)) => Some(n.as_str()),
                 _ => None,
             };
-            if same && consistent_port {
-                port = port.or(Some(*cluster_port));
+            if same {
+                port = Some(*cluster_port);
             } else if let (Some(fqdn), Some(short)) = (cluster_fqdn, host.name()) {
-                if is_short_name_of(short, fqdn) && consistent_port {
+                if is_short_name_of(short, fqdn) {
                     // The allowlist sees the service's full name.
                     host = Host::Name(fqdn.to_string());
-                    port = port.or(Some(*cluster_port));
+                    port = Some(*cluster_port);
                 } else if !is_k8s_service(fqdn) {
                     decision.findings.push(self.finding(ReasonCode::EgressAuthorityMismatch, "egress.authority", true));
                     return;

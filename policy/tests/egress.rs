@@ -344,7 +344,12 @@ fn the_authority_must_agree_with_the_istio_cluster() {
     ok("api.example.com", "outbound|80||istio-egressgateway.istio-system.svc.cluster.local");
     ok("api.example.com", "some-plain-envoy-cluster");
     bad("api.example.com", "outbound|443||other.example.com");
-    bad("api.example.com:8443", "outbound|443||api.example.com");
+    // The port the rules see is the cluster's: where the request really goes.
+    ok("api.example.com:8443", "outbound|443||api.example.com");
+    assert_eq!(
+        Req::to("api.example.com:80").cluster("outbound|8443||api.example.com").code(&p),
+        Some(ReasonCode::EgressPortNotAllowed)
+    );
     bad("wild.example.com", "outbound|80||*.wild.example.com");
     bad("10.0.0.1", "outbound|80||api.example.com");
     bad("reviews:9999", "outbound|9080||api.example.com");
