@@ -14,6 +14,7 @@
 pub mod client;
 pub mod demo;
 pub mod echo;
+pub mod egress_demo;
 pub mod envoy;
 pub mod mesh;
 pub mod pki;

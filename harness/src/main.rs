@@ -4,7 +4,8 @@
 //! - `eval`                  decide one request offline, exactly as the filter would
 //! - `replay`                re-decide logged requests under a (new) policy
 //! - `render`                print the Istio WasmPlugin or the Envoy ECDS resource for a policy
-//! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream)
+//! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream); with
+//!   `--outbound`, the sidecar's outbound side (the egress allowlist)
 //! - `demo`                  run the local mesh, send sample requests, show the decisions
 
 use std::io::{BufRead, Write};
@@ -65,12 +66,16 @@ enum Command {
     },
     /// Run the local mesh until interrupted.
     Up {
-        /// Defaults to envoy-config/policies/demo.yaml.
+        /// Defaults to envoy-config/policies/demo.yaml (with --outbound: egress.yaml).
         #[arg(long)]
         policy: Option<PathBuf>,
         /// Print one JSON line describing the mesh instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the sidecar's OUTBOUND side (HTTP and TLS egress, the egress allowlist)
+        /// instead of its inbound side.
+        #[arg(long)]
+        outbound: bool,
     },
     /// Start the local mesh with the demo policy, send sample requests, print the decisions.
     Demo {
@@ -96,7 +101,8 @@ fn main() -> ExitCode {
         Command::Render { what, policy, url, name, namespace, selectors } => {
             render(what, &policy, url, &name, &namespace, &selectors)
         }
-        Command::Up { policy, json } => harness::demo::up(policy.as_deref(), json),
+        Command::Up { policy, json, outbound: false } => harness::demo::up(policy.as_deref(), json),
+        Command::Up { policy, json, outbound: true } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
     };
     match result {

@@ -108,7 +108,9 @@ fn check_wasm_plugin(manifest: &Value, source: &str) {
     // The ordering and failure mode meshguard depends on.
     assert_eq!(spec["phase"], "AUTHN", "{source}");
     assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{source}");
-    assert_eq!(spec["pluginName"], "meshguard", "{source}");
+    // The root id (Istio: pluginName) chooses the filter type inside the one module.
+    let plugin_name = if spec["type"] == "NETWORK" { "meshguard-tcp" } else { "meshguard" };
+    assert_eq!(spec["pluginName"], plugin_name, "{source}");
     policy::Policy::from_value(spec["pluginConfig"].clone())
         .unwrap_or_else(|e| panic!("{source}: pluginConfig refused:\n{e}"));
 }
