@@ -323,6 +323,15 @@ mod tests {
     }
 
     #[test]
+    fn the_root_id_chooses_the_filter_type() {
+        assert_eq!(FilterKind::from_root_id(b"meshguard"), FilterKind::Http);
+        assert_eq!(FilterKind::from_root_id(b""), FilterKind::Http);
+        assert_eq!(FilterKind::from_root_id(b"meshguard-tcp"), FilterKind::Network);
+        assert_eq!(FilterKind::from_root_id(b"egress-tcp"), FilterKind::Network);
+        assert_eq!(FilterKind::from_root_id(b"meshguard-tcp-x"), FilterKind::Http);
+    }
+
+    #[test]
     fn only_a_single_one_byte_is_true() {
         assert!(is_true(&[1]));
         for v in [&[][..], &[0], &[2], &[1, 0], b"true"] {
