@@ -16,7 +16,7 @@
 
 use std::ptr::null_mut;
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
 /// A non-`Ok` status from the host (the raw ABI value: 1 NotFound, 2 BadArgument, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,7 @@ extern "C" {
         results_data: *mut *mut u8,
         results_size: *mut usize,
     ) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -203,6 +204,17 @@ pub fn send_local_response(status_code: u16, details: &str, body: &[u8], headers
         )
     };
     match status {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Close the downstream connection (network filter). Envoy 1.40 defers the close until the
+/// current callback returns and flushes what was already written (`FlushWrite`); the caller
+/// returns `Action::Pause` so that nothing is forwarded meanwhile.
+pub fn close_downstream() -> Result<(), Status> {
+    // SAFETY: FFI call with a plain value.
+    match unsafe { proxy_close_stream(StreamType::Downstream as u32) } {
         OK => Ok(()),
         other => Err(Status(other)),
     }

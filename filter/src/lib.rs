@@ -7,6 +7,9 @@
 //!
 //! - [`plugin`]: the root context (policy compiled once per configuration in `on_configure`)
 //!   and the per-request [`plugin::RequestGuard`].
+//! - [`network`]: the same module as a network filter (root id `meshguard-tcp`): the
+//!   per-connection [`network::ConnectionGuard`] enforces the egress allowlist on the TLS SNI.
+//! - [`properties`]: the Envoy properties the egress check reads, decoded.
 //! - [`header_map`]: the host's serialized header map, parsed without trusting it (fuzzed).
 //! - [`metrics`]: counter names as they appear in Envoy's `/stats/prometheus`.
 //! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
@@ -25,7 +28,9 @@
 pub mod header_map;
 mod hostcalls;
 pub mod metrics;
+pub mod network;
 pub mod plugin;
+pub mod properties;
 
 // The module's entry point (`_initialize`): install the SDK's logger (which also logs any
 // panic at critical level before the trap) and the root context factory.

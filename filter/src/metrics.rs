@@ -17,10 +17,16 @@
 //! | `wasmcustom.meshguard_config_accepted_total` | `meshguard_config_accepted_total` |
 //! | `wasmcustom.meshguard_config_rejected_total` | `meshguard_config_rejected_total` |
 //! | `wasmcustom.meshguard_errors_total` | `meshguard_errors_total` |
+//! | `wasmcustom.meshguard_connections_total` (network filter) | `meshguard_connections_total` |
+//! | `wasmcustom.meshguard_connections_allowed_total` | `meshguard_connections_allowed_total` |
+//! | `wasmcustom.meshguard_connections_denied_total` | `meshguard_connections_denied_total` |
+//! | `wasmcustom.meshguard_connections_would_deny_total` | `meshguard_connections_would_deny_total` |
 //! | `wasmcustom.meshguard.check.<check>.code.<code>.mode.<mode>.findings_total` | `meshguard_check_<check>_code_<code>_mode_<mode>_findings_total` |
 //!
 //! `meshguard_requests_total` = allowed + denied + would-deny; a request meshguard could not
-//! inspect (and refused with 503) counts only in `meshguard_errors_total`. The config counters
+//! inspect (and refused with 503) counts only in `meshguard_errors_total`. The network filter
+//! (root id `meshguard-tcp`) counts connections the same way in the `meshguard_connections_*`
+//! counters (and only those), and its findings in the same per-finding counters. The config counters
 //! count `on_configure` calls, and Envoy configures a plugin in several VMs (on the main
 //! thread and on every worker): one accepted policy on a 2-worker Envoy 1.40 reads `+4`.
 //!
@@ -60,6 +66,10 @@ pub const WOULD_DENY: &str = "meshguard_would_deny_total";
 pub const CONFIG_ACCEPTED: &str = "meshguard_config_accepted_total";
 pub const CONFIG_REJECTED: &str = "meshguard_config_rejected_total";
 pub const ERRORS: &str = "meshguard_errors_total";
+pub const CONNECTIONS: &str = "meshguard_connections_total";
+pub const CONNECTIONS_ALLOWED: &str = "meshguard_connections_allowed_total";
+pub const CONNECTIONS_DENIED: &str = "meshguard_connections_denied_total";
+pub const CONNECTIONS_WOULD_DENY: &str = "meshguard_connections_would_deny_total";
 
 /// The `stats_config.stats_tags` entries (bootstrap YAML) that turn the per-finding counters
 /// into one `meshguard_findings_total` family with `check`, `code` and `mode` labels. Each
@@ -99,22 +109,33 @@ pub struct Metrics {
     config_accepted: Option<u32>,
     config_rejected: Option<u32>,
     errors: Option<u32>,
+    /// `[total, allowed, denied, would-deny]` connections (network filter only).
+    connections: [Option<u32>; 4],
     /// Per-finding counters, defined on first use so that only findings that happen exist.
     findings: RefCell<HashMap<(Check, ReasonCode, bool), u32>>,
 }
 
 impl Metrics {
-    /// Define the fixed counters (host calls; call from the root context only).
-    pub fn define() -> Self {
+    /// Define the fixed counters (host calls; call from the root context only): the request
+    /// counters for the HTTP filter, the connection counters for the network filter.
+    pub fn define(network: bool) -> Self {
         let def = |name: &str| hostcalls::define_counter(name).ok();
+        let http = |name: &str| if network { None } else { def(name) };
+        let tcp = |name: &str| if network { def(name) } else { None };
         Self {
-            requests: def(REQUESTS),
-            allowed: def(ALLOWED),
-            denied: def(DENIED),
-            would_deny: def(WOULD_DENY),
+            requests: http(REQUESTS),
+            allowed: http(ALLOWED),
+            denied: http(DENIED),
+            would_deny: http(WOULD_DENY),
             config_accepted: def(CONFIG_ACCEPTED),
             config_rejected: def(CONFIG_REJECTED),
             errors: def(ERRORS),
+            connections: [
+                tcp(CONNECTIONS),
+                tcp(CONNECTIONS_ALLOWED),
+                tcp(CONNECTIONS_DENIED),
+                tcp(CONNECTIONS_WOULD_DENY),
+            ],
             findings: RefCell::new(HashMap::new()),
         }
     }
@@ -130,6 +151,7 @@ impl Metrics {
             config_accepted: None,
             config_rejected: None,
             errors: None,
+            connections: [None; 4],
             findings: RefCell::new(HashMap::new()),
         }
     }
@@ -153,6 +175,17 @@ impl Metrics {
             Outcome::Allowed => self.allowed,
             Outcome::Denied => self.denied,
             Outcome::WouldDeny => self.would_deny,
+        });
+    }
+
+    /// Count one connection (network filter).
+    pub fn connection(&self, outcome: Outcome) {
+        let [total, allowed, denied, would_deny] = self.connections;
+        bump(total);
+        bump(match outcome {
+            Outcome::Allowed => allowed,
+            Outcome::Denied => denied,
+            Outcome::WouldDeny => would_deny,
         });
     }
 

@@ -1,5 +1,11 @@
 //! The Proxy-Wasm contexts: one root context per plugin configuration (compiles the policy),
-//! one [`RequestGuard`] per HTTP request (reads, evaluates, enforces).
+//! one [`RequestGuard`] per HTTP request (reads, evaluates, enforces), or, when the plugin runs
+//! as a network filter, one [`crate::network::ConnectionGuard`] per connection.
+//!
+//! One module serves both filter types. proxy-wasm-rust-sdk 0.2 asks each root context for
+//! one [`ContextType`], so the root context reads its `plugin_root_id` in `on_configure`: a
+//! root id ending in [`NETWORK_ROOT_ID_SUFFIX`] (`meshguard-tcp`; in Istio the WasmPlugin's
+//! `pluginName`) makes a network filter, any other an HTTP filter.
 //!
 //! No policy rule lives here. A request is: one host call for the header map, the connection
 //! properties the compiled policy asks for ([`policy::Needs`]), one `Policy::evaluate`, then
@@ -8,11 +14,33 @@
 use std::rc::Rc;
 
 use policy::{Decision, Direction, HeaderMutation, Peer, Policy, RequestView, Verdict};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::hostcalls;
 use crate::metrics::{Metrics, Outcome};
+use crate::properties::{self, WorkloadFacts};
+
+/// A root id ending in this makes the plugin a network (TCP/TLS) filter: `meshguard-tcp`.
+pub const NETWORK_ROOT_ID_SUFFIX: &str = "-tcp";
+
+/// Which Envoy filter this root context serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    Http,
+    Network,
+}
+
+impl FilterKind {
+    /// From the plugin's root id (see the module docs).
+    pub fn from_root_id(root_id: &[u8]) -> FilterKind {
+        if root_id.ends_with(NETWORK_ROOT_ID_SUFFIX.as_bytes()) {
+            FilterKind::Network
+        } else {
+            FilterKind::Http
+        }
+    }
+}
 
 /// Prefix of every decision-log line; what follows is one JSON object. Stable: log pipelines
 /// and tests match on `meshguard.decision {`.
@@ -46,16 +74,20 @@ const UNINSPECTABLE_BODY: &[u8] = b"{\"error\":\"request could not be inspected\
 pub struct PolicyRoot {
     policy: Option<Rc<Policy>>,
     metrics: Option<Rc<Metrics>>,
+    kind: FilterKind,
+    /// The local workload (Istio node metadata), read once when the policy needs it.
+    workload: Rc<WorkloadFacts>,
 }
 
 impl PolicyRoot {
     pub fn new() -> Self {
-        Self { policy: None, metrics: None }
+        Self { policy: None, metrics: None, kind: FilterKind::Http, workload: Rc::default() }
     }
 
     /// Counters are defined once per root context, on first configuration.
     fn metrics(&mut self) -> Rc<Metrics> {
-        self.metrics.get_or_insert_with(|| Rc::new(Metrics::define())).clone()
+        let kind = self.kind;
+        self.metrics.get_or_insert_with(|| Rc::new(Metrics::define(kind == FilterKind::Network))).clone()
     }
 }
 
@@ -72,6 +104,11 @@ impl RootContext for PolicyRoot {
     /// path and return false: Envoy then refuses this configuration and keeps the last good
     /// one.
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        if self.metrics.is_none() {
+            // The kind is fixed by the first configuration: Envoy never changes a plugin's
+            // root id under it.
+            self.kind = FilterKind::from_root_id(&properties::root_id().unwrap_or_default());
+        }
         let metrics = self.metrics();
         let bytes = match hostcalls::plugin_configuration() {
             Ok(bytes) => bytes,
@@ -89,7 +126,26 @@ impl RootContext for PolicyRoot {
         };
         match Policy::from_json(&bytes) {
             Ok(policy) => {
-                log(LogLevel::Info, &format!("meshguard: policy accepted revision={}", policy.revision()));
+                let kind = match self.kind {
+                    FilterKind::Http => "",
+                    FilterKind::Network => " filter=network",
+                };
+                log(LogLevel::Info, &format!("meshguard: policy accepted revision={}{kind}", policy.revision()));
+                if self.kind == FilterKind::Network && !policy.has_egress() {
+                    log(
+                        LogLevel::Warn,
+                        "meshguard: the network filter enforces only the egress section, and this policy has none: every connection is allowed",
+                    );
+                }
+                if policy.needs().workload && !self.workload.is_known() {
+                    self.workload = Rc::new(WorkloadFacts::fetch());
+                    if !self.workload.is_known() {
+                        log(
+                            LogLevel::Warn,
+                            "meshguard: no NAMESPACE/SERVICE_ACCOUNT in the node metadata: egress rules with sources will find no workload identity",
+                        );
+                    }
+                }
                 metrics.config_accepted();
                 self.policy = Some(Rc::new(policy));
                 true
@@ -108,11 +164,20 @@ impl RootContext for PolicyRoot {
         // Never None: the SDK panics on None. Without metrics (no configuration seen, which
         // Envoy does not do) the guard counts nothing.
         let metrics = self.metrics.clone().unwrap_or_else(|| Rc::new(Metrics::none()));
-        Some(Box::new(RequestGuard { policy: self.policy.clone(), metrics }))
+        Some(Box::new(RequestGuard { policy: self.policy.clone(), metrics, workload: self.workload.clone() }))
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        // Never None, as above.
+        let metrics = self.metrics.clone().unwrap_or_else(|| Rc::new(Metrics::none()));
+        Some(Box::new(crate::network::ConnectionGuard::new(self.policy.clone(), metrics, self.workload.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(match self.kind {
+            FilterKind::Http => ContextType::HttpContext,
+            FilterKind::Network => ContextType::StreamContext,
+        })
     }
 }
 
@@ -120,6 +185,7 @@ impl RootContext for PolicyRoot {
 pub struct RequestGuard {
     policy: Option<Rc<Policy>>,
     metrics: Rc<Metrics>,
+    workload: Rc<WorkloadFacts>,
 }
 
 impl Context for RequestGuard {}
@@ -127,7 +193,7 @@ impl Context for RequestGuard {}
 impl HttpContext for RequestGuard {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         match self.policy.as_deref() {
-            Some(policy) => guard(policy, &self.metrics, end_of_stream),
+            Some(policy) => guard(policy, &self.metrics, &self.workload, end_of_stream),
             None => {
                 // Envoy creates no request context for a plugin whose configuration failed,
                 // so this is a host anomaly; fail closed.
@@ -139,7 +205,7 @@ impl HttpContext for RequestGuard {
 }
 
 /// Read, evaluate, count, log, enforce (a local reply, or the header mutations of a strip).
-fn guard(policy: &Policy, metrics: &Metrics, end_of_stream: bool) -> Action {
+fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_stream: bool) -> Action {
     let buf = match hostcalls::request_header_map() {
         Ok(buf) => buf,
         Err(status) => {
@@ -163,9 +229,22 @@ fn guard(policy: &Policy, metrics: &Metrics, end_of_stream: bool) -> Action {
     };
     let peer = Peer { mtls, uri_san: uri_san.as_deref() };
     let tls = mtls || (needs.tls && tls_property());
-    // TODO(direction): Inbound until the policy says otherwise; Envoy's `listener_direction`
-    // property can tell sidecar inbound from outbound when egress checks need it.
-    let view = RequestView::new(&headers, peer, Direction::Inbound).with_end_of_stream(end_of_stream).with_tls(tls);
+    // Nothing reads the direction unless egress (or identity with `appliesTo: inbound`) does:
+    // the filter then stays what it always was, an inbound filter.
+    let direction = if needs.direction { properties::direction() } else { Direction::Inbound };
+    let cluster = if needs.cluster { properties::cluster_name() } else { None };
+    let fetched;
+    let workload = if needs.workload && !workload.is_known() {
+        fetched = WorkloadFacts::fetch();
+        &fetched
+    } else {
+        workload
+    };
+    let view = RequestView::new(&headers, peer, direction)
+        .with_end_of_stream(end_of_stream)
+        .with_tls(tls)
+        .with_cluster(cluster.as_deref())
+        .with_workload(if needs.workload { workload.view() } else { policy::Workload::default() });
 
     let decision = policy.evaluate(&view);
     let outcome = outcome(&decision);
@@ -243,7 +322,7 @@ fn tls_property() -> bool {
 /// `connection.mtls`, then — only for an mTLS peer, since without a client certificate there
 /// is no SAN to read — `connection.uri_san_peer_certificate`. Host errors read as "no mTLS" /
 /// "no SAN": the identity check then fails closed.
-fn peer_properties() -> (bool, Option<Vec<u8>>) {
+pub(crate) fn peer_properties() -> (bool, Option<Vec<u8>>) {
     let mtls = mtls_property();
     if !mtls {
         return (false, None);
@@ -277,7 +356,7 @@ fn uninspectable(metrics: &Metrics) -> Action {
 }
 
 /// Log through the host; a failed log call must not fail anything.
-fn log(level: LogLevel, message: &str) {
+pub(crate) fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
@@ -292,6 +371,15 @@ mod tests {
         assert_eq!(parsed, vec![(&b"content-type"[..], &b"application/json"[..])]);
         let rebuilt = crate::header_map::serialize(&parsed).unwrap();
         assert_eq!(rebuilt, DENY_HEADERS);
+    }
+
+    #[test]
+    fn the_root_id_chooses_the_filter_type() {
+        assert_eq!(FilterKind::from_root_id(b"meshguard"), FilterKind::Http);
+        assert_eq!(FilterKind::from_root_id(b""), FilterKind::Http);
+        assert_eq!(FilterKind::from_root_id(b"meshguard-tcp"), FilterKind::Network);
+        assert_eq!(FilterKind::from_root_id(b"egress-tcp"), FilterKind::Network);
+        assert_eq!(FilterKind::from_root_id(b"meshguard-tcp-x"), FilterKind::Http);
     }
 
     #[test]

@@ -264,6 +264,27 @@ pub fn send_raw_all(addr: SocketAddr, tls: Option<&TlsIdentity>, raw: &[u8], wai
     Ok(RawExchange { bytes, responses, closed_by_peer })
 }
 
+/// Opens a TLS connection to `addr` (the SNI is `tls`'s server name), writes `data` and reads
+/// back until as many bytes have come back, the peer closes, or the read times out; returns
+/// what came back. An error when the connection or the TLS handshake fails (for example when
+/// a network filter closes the connection): for TLS passthrough tests against an echo.
+pub fn tls_exchange(addr: SocketAddr, tls: &TlsIdentity, data: &[u8]) -> Result<Vec<u8>> {
+    let mut conn = Conn::open(addr, Some(tls))?;
+    conn.write_all(data).context("writing")?;
+    conn.flush().context("writing")?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while got.len() < data.len() {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(e) if is_peer_close(&e) => break,
+            Err(e) => return Err(e).context("reading"),
+        }
+    }
+    Ok(got)
+}
+
 /// Sends `request` as HTTP/1.1 and returns the final response.
 pub fn send(addr: SocketAddr, tls: Option<&TlsIdentity>, request: &Request) -> Result<Response> {
     send_raw(addr, tls, &request.to_http1())

@@ -6,6 +6,8 @@
 //! - [`mesh`]: all of the above wired the way Istio wires a sidecar's inbound side, with
 //!   meshguard.wasm delivered by ECDS;
 //! - [`client`]: an HTTP/1.1 client over TCP or mTLS that can send exact bytes.
+//! - [`tls_echo`]: a TLS echo standing in for the internet behind the outbound sidecar's TLS
+//!   passthrough (counts what reached it).
 //!
 //! Everything here is for people and tests; nothing here knows how a check works.
 
@@ -14,11 +16,13 @@ pub mod client;
 pub mod compose;
 pub mod demo;
 pub mod echo;
+pub mod egress_demo;
 pub mod envoy;
 pub mod mesh;
 pub mod pki;
 pub mod policy_file;
 pub mod render;
+pub mod tls_echo;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,8 @@
 //! - `eval`                  decide one request offline, exactly as the filter would
 //! - `replay`                re-decide logged requests under a (new) policy
 //! - `render`                print the Istio WasmPlugin or the Envoy ECDS resource for a policy
-//! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream)
+//! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream); with
+//!   `--outbound`, the sidecar's outbound side (the egress allowlist)
 //! - `demo`                  run the local mesh, send sample requests, show the decisions
 
 use std::io::{BufRead, Write};
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use harness::policy_file::{load_policy, PolicyFileError};
+use policy::connection::OwnedConnection;
 use policy::request::OwnedRequest;
 use serde_json::json;
 
@@ -34,9 +36,12 @@ enum Command {
     Eval {
         #[arg(long)]
         policy: PathBuf,
-        /// REQUEST.json: {"method","path","authority","scheme","headers":[[n,v]...],"peer":{"mtls","uriSan"},"direction"}
+        /// REQUEST.json: {"method","path","authority","scheme","headers":[[n,v]...],"peer":{"mtls","uriSan"},"direction","cluster","workload"}
+        #[arg(long, required_unless_present = "connection", conflicts_with = "connection")]
+        request: Option<PathBuf>,
+        /// CONNECTION.json (the network filter): {"sni","destinationPort","peer","direction","workload"}
         #[arg(long)]
-        request: PathBuf,
+        connection: Option<PathBuf>,
     },
     /// Re-decide the requests of decision-log lines (Envoy's log or JSON lines) under POLICY
     /// and show which decisions would change.
@@ -68,12 +73,16 @@ enum Command {
     },
     /// Run the local mesh until interrupted.
     Up {
-        /// Defaults to envoy-config/policies/demo.yaml.
+        /// Defaults to envoy-config/policies/demo.yaml (with --outbound: egress.yaml).
         #[arg(long)]
         policy: Option<PathBuf>,
         /// Print one JSON line describing the mesh instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the sidecar's OUTBOUND side (HTTP and TLS egress, the egress allowlist)
+        /// instead of its inbound side.
+        #[arg(long)]
+        outbound: bool,
     },
     /// Start the local mesh with the demo policy, send sample requests, print the decisions.
     Demo {
@@ -109,12 +118,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { policies } => return check(&policies),
-        Command::Eval { policy, request } => return eval(&policy, &request),
+        Command::Eval { policy, request: Some(request), .. } => return eval(&policy, &request),
+        Command::Eval { policy, connection: Some(connection), .. } => return eval_connection(&policy, &connection),
+        Command::Eval { .. } => return ExitCode::from(2),
         Command::Replay { policy, logs } => replay(&policy, &logs),
         Command::Render { what, policy, url, name, namespace, selectors, out } => {
             render(what, &policy, url, &name, &namespace, &selectors, out.as_deref())
         }
-        Command::Up { policy, json } => harness::demo::up(policy.as_deref(), json),
+        Command::Up { policy, json, outbound: false } => harness::demo::up(policy.as_deref(), json),
+        Command::Up { policy, json, outbound: true } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
         Command::Bench { requests, warmup, policies } => bench(requests, warmup, &policies),
     };
@@ -200,6 +212,33 @@ fn eval(policy_path: &Path, request_path: &Path) -> ExitCode {
     }
 }
 
+fn eval_connection(policy_path: &Path, connection_path: &Path) -> ExitCode {
+    let policy = match load_policy(policy_path) {
+        Ok(p) => p,
+        Err(e) => {
+            print_policy_error(policy_path, &e);
+            return ExitCode::from(2);
+        }
+    };
+    let connection: OwnedConnection = match std::fs::read_to_string(connection_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", connection_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let decision = policy.evaluate_connection(&connection.view());
+    println!("{}", decision_json(&decision));
+    if decision.enforced() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// The decision-log JSON in a line of Envoy's log (after `meshguard.decision `) or a bare
 /// JSON line.
 fn decision_record(line: &str) -> Option<serde_json::Value> {
@@ -231,9 +270,16 @@ fn replay(policy_path: &Path, logs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for reader in readers {
         for line in reader.lines() {
             let Some(record) = decision_record(&line?) else { continue };
-            let Ok(request) = serde_json::from_value::<OwnedRequest>(record["request"].clone()) else { continue };
-            let pairs = request.pairs();
-            let decision = policy.evaluate(&request.view(&pairs));
+            let decision = if let Ok(connection) =
+                serde_json::from_value::<OwnedConnection>(record["connection"].clone())
+            {
+                // A network filter's line.
+                policy.evaluate_connection(&connection.view())
+            } else {
+                let Ok(request) = serde_json::from_value::<OwnedRequest>(record["request"].clone()) else { continue };
+                let pairs = request.pairs();
+                policy.evaluate(&request.view(&pairs))
+            };
             let before = record["outcome"].as_str().unwrap_or("?");
             let after = decision.outcome();
             total += 1;

@@ -12,6 +12,13 @@
 //! push would, and reports whether the plugin accepted it. Dropping the [`Mesh`] stops Envoy
 //! (by its PID) and the echo, and removes the work dir unless `MESHGUARD_KEEP` is set (or the
 //! thread is panicking: a failed test keeps its logs).
+//!
+//! [`MeshOptions::kind`] picks another Envoy shape ([`MeshKind`]): the outbound side of a
+//! sidecar (`envoy-config/sidecar-outbound.yaml`: HTTP routes per Host, Istio's passthrough and
+//! blackhole clusters, a TLS passthrough listener with meshguard as a network filter; "the
+//! internet" is the echo and a [`TlsEcho`]) or an egress gateway
+//! (`envoy-config/egress-gateway.yaml`: mTLS from the source workload). See
+//! `envoy-config/EGRESS.md`.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -26,12 +33,23 @@ use crate::client::TlsIdentity;
 use crate::echo::Echo;
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::pki::Pki;
+use crate::tls_echo::TlsEcho;
 use crate::Result;
 
 /// The sidecar's inbound listener template (see `envoy-config/README.md`).
 pub const SIDECAR_INBOUND_TEMPLATE: &str = include_str!("../../envoy-config/sidecar-inbound.yaml");
 /// The ECDS resource template for the WasmPlugin.
 pub const ECDS_WASM_TEMPLATE: &str = include_str!("../../envoy-config/ecds-wasm.yaml");
+/// The sidecar's outbound listeners (HTTP and TLS passthrough) template.
+pub const SIDECAR_OUTBOUND_TEMPLATE: &str = include_str!("../../envoy-config/sidecar-outbound.yaml");
+/// The egress gateway template.
+pub const EGRESS_GATEWAY_TEMPLATE: &str = include_str!("../../envoy-config/egress-gateway.yaml");
+/// The ECDS resource template for the NETWORK WasmPlugin (root id `meshguard-tcp`).
+pub const ECDS_WASM_NETWORK_TEMPLATE: &str = include_str!("../../envoy-config/ecds-wasm-network.yaml");
+/// The name of the network filter's ECDS resource.
+pub const ECDS_NETWORK_RESOURCE_NAME: &str = "default.meshguard-tcp";
+/// The outbound sidecar's TLS passthrough listener.
+pub const TLS_LISTENER_NAME: &str = "0.0.0.0_443";
 /// The name of the ECDS resource and of the HTTP filter (Istio: `<namespace>.<WasmPlugin>`).
 pub const ECDS_RESOURCE_NAME: &str = "default.meshguard";
 /// The name of the inbound listener.
@@ -46,6 +64,51 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const REJECTED_LOG_LINE: &str = "Filesystem config update rejected";
 /// How long [`Mesh::update_policy`] waits for Envoy to process a new ECDS file.
 pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which Envoy a [`Mesh`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeshKind {
+    /// A sidecar's inbound side (`sidecar-inbound.yaml`, listener `virtualInbound`).
+    #[default]
+    SidecarInbound,
+    /// A sidecar's outbound side (`sidecar-outbound.yaml`): listener `0.0.0.0_80` (HTTP) and
+    /// `0.0.0.0_443` (TLS passthrough, meshguard as a network filter), node metadata of the
+    /// workload [`MeshOptions::workload`].
+    SidecarOutbound,
+    /// An egress gateway (`egress-gateway.yaml`): listener `0.0.0.0_8443`, mTLS required.
+    EgressGateway,
+}
+
+impl MeshKind {
+    fn template(self) -> &'static str {
+        match self {
+            MeshKind::SidecarInbound => SIDECAR_INBOUND_TEMPLATE,
+            MeshKind::SidecarOutbound => SIDECAR_OUTBOUND_TEMPLATE,
+            MeshKind::EgressGateway => EGRESS_GATEWAY_TEMPLATE,
+        }
+    }
+
+    /// The listener [`Mesh::listener_addr`] returns.
+    pub fn listener(self) -> &'static str {
+        match self {
+            MeshKind::SidecarInbound => LISTENER_NAME,
+            MeshKind::SidecarOutbound => "0.0.0.0_80",
+            MeshKind::EgressGateway => "0.0.0.0_8443",
+        }
+    }
+
+    fn node_id(self, workload: &(String, String)) -> String {
+        match self {
+            MeshKind::SidecarInbound => "sidecar~127.0.0.1~api.default~default.svc.cluster.local".to_string(),
+            MeshKind::SidecarOutbound => {
+                format!("sidecar~127.0.0.1~{}.{}~{}.svc.cluster.local", workload.1, workload.0, workload.0)
+            }
+            MeshKind::EgressGateway => {
+                "router~127.0.0.1~istio-egressgateway.istio-system~istio-system.svc.cluster.local".to_string()
+            }
+        }
+    }
+}
 
 /// How to start a [`Mesh`].
 #[derive(Debug, Clone)]
@@ -69,6 +132,11 @@ pub struct MeshOptions {
     /// Start even if the plugin rejects the policy (then requests get Envoy's 500 `NFCF`);
     /// by default such a start is an error that quotes Envoy's log.
     pub allow_rejected_policy: bool,
+    /// Which Envoy to run (default: a sidecar's inbound side).
+    pub kind: MeshKind,
+    /// The local workload (namespace, service account) in the outbound sidecar's node
+    /// metadata (default `web`, `web`: `spiffe://<trust domain>/ns/web/sa/web`).
+    pub workload: (String, String),
 }
 
 impl Default for MeshOptions {
@@ -81,6 +149,8 @@ impl Default for MeshOptions {
             envoy_template: None,
             envoy: EnvoyOptions::default(),
             allow_rejected_policy: false,
+            kind: MeshKind::default(),
+            workload: ("web".to_string(), "web".to_string()),
         }
     }
 }
@@ -110,6 +180,8 @@ pub struct Mesh {
     // Field order is drop order: Envoy first (it holds connections to the echo).
     envoy: Envoy,
     echo: Echo,
+    tls_echo: Option<TlsEcho>,
+    tls_listener: Option<SocketAddr>,
     pki: Pki,
     work_dir: PathBuf,
     remove_work_dir: bool,
@@ -165,33 +237,55 @@ impl Mesh {
         fs::create_dir_all(&ecds_dir)?;
         let ecds_path = ecds_dir.join("meshguard.yaml");
         write_atomically(&ecds_path, &render_ecds(&options.policy_json, &wasm)?)?;
+        let ecds_network_path = ecds_dir.join("meshguard-tcp.yaml");
+        let tls_echo = match options.kind {
+            MeshKind::SidecarOutbound => {
+                write_atomically(&ecds_network_path, &render_ecds_network(&options.policy_json, &wasm, "1")?)?;
+                Some(TlsEcho::start(&work_dir.join("internet"), crate::tls_echo::DEFAULT_NAMES)?)
+            }
+            _ => None,
+        };
 
         let template = match &options.envoy_template {
             Some(path) => fs::read_to_string(path).with_context(|| format!("reading template {}", path.display()))?,
-            None => SIDECAR_INBOUND_TEMPLATE.to_string(),
+            None => options.kind.template().to_string(),
         };
         let server = pki.workload("server")?;
         let upstream = echo.addr();
+        let mut vars = vec![
+            ("NODE_NAMESPACE", json_str(&options.workload.0)),
+            ("NODE_SERVICE_ACCOUNT", json_str(&options.workload.1)),
+            ("TLS_LISTENER_PORT", "0".to_string()),
+            ("ECDS_NETWORK_PATH", json_path(&ecds_network_path)),
+        ];
+        if let Some(tls) = &tls_echo {
+            vars.push(("TLS_UPSTREAM_ADDRESS", json_str(&tls.addr().ip().to_string())));
+            vars.push(("TLS_UPSTREAM_PORT", tls.addr().port().to_string()));
+        }
         let config = render(
             &template,
             &[
-                ("NODE_ID", json_str("sidecar~127.0.0.1~api.default~default.svc.cluster.local")),
-                ("LISTENER_PORT", "0".to_string()),
-                ("SERVER_CERT", json_path(&server.cert)),
-                ("SERVER_KEY", json_path(&server.key)),
-                ("CA_CERT", json_path(&pki.ca_cert)),
-                ("ECDS_PATH", json_path(&ecds_path)),
-                ("ACCESS_LOG_PATH", json_path(&work_dir.join("access.log"))),
-                ("UPSTREAM_ADDRESS", json_str(&upstream.ip().to_string())),
-                ("UPSTREAM_PORT", upstream.port().to_string()),
-            ],
+                vars.as_slice(),
+                &[
+                    ("NODE_ID", json_str(&options.kind.node_id(&options.workload))),
+                    ("LISTENER_PORT", "0".to_string()),
+                    ("SERVER_CERT", json_path(&server.cert)),
+                    ("SERVER_KEY", json_path(&server.key)),
+                    ("CA_CERT", json_path(&pki.ca_cert)),
+                    ("ECDS_PATH", json_path(&ecds_path)),
+                    ("ACCESS_LOG_PATH", json_path(&work_dir.join("access.log"))),
+                    ("UPSTREAM_ADDRESS", json_str(&upstream.ip().to_string())),
+                    ("UPSTREAM_PORT", upstream.port().to_string()),
+                ],
+            ]
+            .concat(),
         )?;
         let config_path = work_dir.join("envoy.yaml");
         fs::write(&config_path, config)?;
 
         let mut envoy = Envoy::start_with(&config_path, &work_dir, &options.envoy)?;
         envoy.wait_ready(READY_TIMEOUT)?;
-        let listener = match envoy.listener_addr(LISTENER_NAME) {
+        let listener = match envoy.listener_addr(options.kind.listener()) {
             Ok(addr) => addr,
             // Another template (a gateway, plain Envoy): its only listener.
             Err(e) => match envoy.listeners()?.as_slice() {
@@ -199,10 +293,25 @@ impl Mesh {
                 _ => return Err(e),
             },
         };
+        let tls_listener = if tls_echo.is_some() { Some(envoy.listener_addr(TLS_LISTENER_NAME)?) } else { None };
 
-        let mut mesh =
-            Mesh { envoy, echo, pki, work_dir, remove_work_dir, listener, ecds_path, wasm, version: AtomicU64::new(1) };
-        let accepted = mesh.ecds_stat("update_success")?.unwrap_or(0) > 0;
+        let mut mesh = Mesh {
+            envoy,
+            echo,
+            tls_echo,
+            tls_listener,
+            pki,
+            work_dir,
+            remove_work_dir,
+            listener,
+            ecds_path,
+            wasm,
+            version: AtomicU64::new(1),
+        };
+        let mut accepted = mesh.ecds_stat("update_success")?.unwrap_or(0) > 0;
+        if mesh.tls_echo.is_some() {
+            accepted &= mesh.network_ecds_stat("update_success")?.unwrap_or(0) > 0;
+        }
         if !accepted && !options.allow_rejected_policy {
             mesh.remove_work_dir = false;
             bail!(
@@ -213,9 +322,20 @@ impl Mesh {
         Ok(mesh)
     }
 
-    /// The sidecar's inbound listener (`127.0.0.1:<port>`): plaintext and mTLS both.
+    /// The sidecar's inbound listener (`127.0.0.1:<port>`): plaintext and mTLS both. For the
+    /// other kinds, the listener [`MeshKind::listener`] names.
     pub fn listener_addr(&self) -> SocketAddr {
         self.listener
+    }
+
+    /// The outbound sidecar's TLS passthrough listener (`0.0.0.0_443`).
+    pub fn tls_listener_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener
+    }
+
+    /// The TLS stand-in for the internet behind the TLS passthrough listener.
+    pub fn tls_echo(&self) -> Option<&TlsEcho> {
+        self.tls_echo.as_ref()
     }
 
     /// Envoy's admin API address.
@@ -277,6 +397,12 @@ impl Mesh {
         let success_before = self.ecds_stat("update_success")?.unwrap_or(0);
         let log_before = self.envoy.log_contents().len();
 
+        if self.tls_echo.is_some() {
+            // The outbound sidecar's network filter gets the same policy (in Istio: a second,
+            // NETWORK WasmPlugin with the same pluginConfig). Written first, not waited for.
+            let path = self.ecds_path.with_file_name("meshguard-tcp.yaml");
+            write_atomically(&path, &render_ecds_network(policy_json, &self.wasm, &version.to_string())?)?;
+        }
         write_atomically(&self.ecds_path, &render_ecds_version(policy_json, &self.wasm, &version.to_string())?)?;
 
         let deadline = Instant::now() + UPDATE_TIMEOUT;
@@ -308,12 +434,21 @@ impl Mesh {
     pub fn ecds_stat(&self, name: &str) -> Result<Option<u64>> {
         self.envoy.counter(&format!("extension_config_discovery.http_filter.{ECDS_RESOURCE_NAME}.{name}"))
     }
+
+    /// One of the ECDS subscription's stats for the network filter
+    /// (`extension_config_discovery.network_filter.default.meshguard-tcp.<name>`).
+    pub fn network_ecds_stat(&self, name: &str) -> Result<Option<u64>> {
+        self.envoy.counter(&format!("extension_config_discovery.network_filter.{ECDS_NETWORK_RESOURCE_NAME}.{name}"))
+    }
 }
 
 impl Drop for Mesh {
     fn drop(&mut self) {
         self.envoy.stop();
         self.echo.stop();
+        if let Some(tls) = self.tls_echo.as_mut() {
+            tls.stop();
+        }
         if !self.remove_work_dir {
             return;
         }
@@ -373,6 +508,14 @@ pub fn render_ecds(policy_json: &str, wasm: &Path) -> Result<String> {
 pub fn render_ecds_version(policy_json: &str, wasm: &Path, version: &str) -> Result<String> {
     render(
         ECDS_WASM_TEMPLATE,
+        &[("VERSION", json_str(version)), ("WASM_PATH", json_path(wasm)), ("POLICY_JSON", json_str(policy_json))],
+    )
+}
+
+/// The network filter's ECDS file for `policy_json` and module `wasm`.
+pub fn render_ecds_network(policy_json: &str, wasm: &Path, version: &str) -> Result<String> {
+    render(
+        ECDS_WASM_NETWORK_TEMPLATE,
         &[("VERSION", json_str(version)), ("WASM_PATH", json_path(wasm)), ("POLICY_JSON", json_str(policy_json))],
     )
 }

@@ -111,7 +111,9 @@ fn check_wasm_plugin(manifest: &Value, source: &str) {
     // hygiene guards must see every request before any other plugin does.
     assert!(spec["priority"].as_i64().is_some_and(|p| p >= 1000), "{source}: priority {}", spec["priority"]);
     assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{source}");
-    assert_eq!(spec["pluginName"], "meshguard", "{source}");
+    // The root id (Istio: pluginName) chooses the filter type inside the one module.
+    let plugin_name = if spec["type"] == "NETWORK" { "meshguard-tcp" } else { "meshguard" };
+    assert_eq!(spec["pluginName"], plugin_name, "{source}");
     policy::Policy::from_value(spec["pluginConfig"].clone())
         .unwrap_or_else(|e| panic!("{source}: pluginConfig refused:\n{e}"));
 }

@@ -15,15 +15,29 @@
 //!   requirePeerIdentity: true
 //!   trustDomains: [cluster.local]
 //!   source: peerCertificate    # or xfcc (only behind a proxy you trust)
+//!   appliesTo: all               # or inbound: skip listeners Envoy marks OUTBOUND
 //!   defaultAction: allow       # for routes no rule covers
 //!   rules:
 //!     - id: web-reads-api
 //!       action: allow
 //!       match: { hosts: [api.default.svc], paths: [{prefix: /v1/}], methods: [GET] }
 //!       principals: ["spiffe://cluster.local/ns/web/sa/*"]
+//! egress:                      # see crate::egress
+//!   mode: enforce
+//!   appliesTo: outbound          # or all (egress gateway)
+//!   sourceIdentity: workload     # or peerCertificate
+//!   allow:
+//!     - id: payments
+//!       hosts: [api.stripe.com, "*.stripe.com"]
+//!       ports: [443]
+//!       methods: [GET, POST]
+//!       paths: [{prefix: /v1/}]
+//!       sources: ["spiffe://cluster.local/ns/payments/sa/*"]
 //! ```
 
 use serde::Deserialize;
+
+pub use crate::egress::EgressDoc;
 
 /// The policy schema version this build understands.
 pub const VERSION: u64 = 1;
@@ -43,6 +57,8 @@ pub struct PolicyDocument {
     pub hygiene: Option<crate::hygiene::doc::HygieneDoc>,
     #[serde(default)]
     pub identity: Option<IdentityDoc>,
+    #[serde(default)]
+    pub egress: Option<EgressDoc>,
 }
 
 /// Enforce, or log what would have been denied and let the request through.
@@ -113,6 +129,20 @@ pub enum IdentitySource {
     Xfcc,
 }
 
+/// Which listeners the identity check runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityAppliesTo {
+    /// Every request, whatever the listener's direction: nothing a control plane writes into
+    /// the listener can switch the check off.
+    #[default]
+    All,
+    /// Every request except those on listeners Envoy marks OUTBOUND (`xds.listener_direction`),
+    /// where the downstream is the local application and has no peer identity. For a policy
+    /// that also carries an egress check for a sidecar's outbound side.
+    Inbound,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Action {
@@ -132,6 +162,8 @@ pub struct IdentityDoc {
     pub trust_domains: Vec<String>,
     #[serde(default)]
     pub source: IdentitySource,
+    #[serde(default)]
+    pub applies_to: IdentityAppliesTo,
     #[serde(default)]
     pub default_action: Action,
     #[serde(default)]

@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 
 use crate::decision::{Decision, Finding, Remedy};
-use crate::document::{Action, IdentityDoc, IdentitySource, Mode};
+use crate::document::{Action, IdentityAppliesTo, IdentityDoc, IdentitySource, Mode};
 use crate::error::ConfigErrors;
 use crate::reason::{Check, ReasonCode};
-use crate::request::RequestView;
+use crate::request::{Direction, RequestView};
 use crate::route::{RouteInput, RouteMatch};
 use crate::spiffe::{PrincipalPattern, SpiffeId};
 
@@ -38,6 +38,7 @@ pub struct PeerIdentity {
     require: bool,
     trust_domains: HashSet<String>,
     source: IdentitySource,
+    applies_to: IdentityAppliesTo,
     default_deny: bool,
     rules: Vec<Rule>,
     has_dry_run_rules: bool,
@@ -101,6 +102,7 @@ impl PeerIdentity {
             require: doc.require_peer_identity,
             trust_domains,
             source: doc.source,
+            applies_to: doc.applies_to,
             default_deny: doc.default_action == Action::Deny,
             rules,
             has_dry_run_rules,
@@ -206,8 +208,22 @@ impl PeerIdentity {
         }
     }
 
+    /// Whether the check reads the listener's direction (`appliesTo: inbound`).
+    pub fn needs_direction(&self) -> bool {
+        self.applies_to == IdentityAppliesTo::Inbound
+    }
+
+    pub fn applies_to(&self) -> IdentityAppliesTo {
+        self.applies_to
+    }
+
     /// Add this check's findings to `decision`.
     pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+        // Only a listener Envoy marks OUTBOUND is skipped: UNSPECIFIED (gateways, or a
+        // property Envoy could not read) still runs the check.
+        if self.applies_to == IdentityAppliesTo::Inbound && req.direction == Direction::Outbound {
+            return;
+        }
         let principal = match self.establish(req) {
             Ok(p) => p,
             Err((code, rule)) => {

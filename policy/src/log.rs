@@ -7,9 +7,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::connection::ConnectionView;
 use crate::decision::{Decision, HeaderMutation};
 use crate::policy::{LogSettings, Policy};
-use crate::request::RequestView;
+use crate::request::{RequestView, Workload};
 
 /// Header values that are never logged, whatever the policy says.
 pub const ALWAYS_REDACTED: &[&str] = &[
@@ -95,7 +96,64 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text), "tls": req.tls}));
     obj.insert("direction".into(), req.direction.as_str().into());
     obj.insert("endOfStream".into(), req.end_of_stream.into());
+    if let Some(cluster) = req.cluster {
+        obj.insert("cluster".into(), text(cluster).into());
+    }
+    if req.workload != Workload::default() {
+        obj.insert("workload".into(), workload_json(&req.workload));
+    }
     Value::Object(obj)
+}
+
+fn workload_json(w: &Workload<'_>) -> Value {
+    json!({"namespace": w.namespace.map(text), "serviceAccount": w.service_account.map(text)})
+}
+
+/// A connection as logged (and as `meshguard eval --connection` reads it back).
+pub fn connection_json(conn: &ConnectionView<'_>) -> Value {
+    let mut obj = Map::new();
+    obj.insert("sni".into(), conn.sni.map(text).into());
+    obj.insert("destinationPort".into(), conn.destination_port.into());
+    obj.insert("peer".into(), json!({"mtls": conn.peer.mtls, "uriSan": conn.peer.uri_san.map(text)}));
+    obj.insert("direction".into(), conn.direction.as_str().into());
+    if conn.workload != Workload::default() {
+        obj.insert("workload".into(), workload_json(&conn.workload));
+    }
+    Value::Object(obj)
+}
+
+/// The decision-log line of a connection (the network filter).
+pub(crate) fn record_connection(
+    policy: &Policy,
+    decision: &Decision,
+    conn: &ConnectionView<'_>,
+    unix_millis: u64,
+) -> String {
+    let mut line = summary(policy, decision, unix_millis);
+    line.insert("connection".into(), connection_json(conn));
+    Value::Object(line).to_string()
+}
+
+/// The fields every decision line has.
+fn summary(policy: &Policy, decision: &Decision, unix_millis: u64) -> Map<String, Value> {
+    let primary = decision.primary();
+    let findings: Vec<Value> = decision
+        .findings
+        .iter()
+        .map(|f| json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced}))
+        .collect();
+    let mut line = Map::new();
+    line.insert("time".into(), rfc3339_millis(unix_millis).into());
+    line.insert("outcome".into(), decision.outcome().into());
+    line.insert("verdict".into(), decision.verdict().as_str().into());
+    line.insert("enforced".into(), decision.enforced().into());
+    line.insert("check".into(), primary.map(|f| f.check.as_str()).into());
+    line.insert("code".into(), primary.map(|f| f.code.as_str()).into());
+    line.insert("rule".into(), primary.map(|f| f.rule.as_str()).into());
+    line.insert("findings".into(), Value::Array(findings));
+    line.insert("principal".into(), decision.principal.clone().into());
+    line.insert("policyRevision".into(), policy.revision().into());
+    line
 }
 
 /// The decision-log line.

@@ -2,8 +2,10 @@
 
 use std::collections::HashSet;
 
+use crate::connection::ConnectionView;
 use crate::decision::Decision;
-use crate::document::{Mode, PolicyDocument, VERSION};
+use crate::document::{IdentityAppliesTo, Mode, PolicyDocument, VERSION};
+use crate::egress::{AppliesTo, EgressAllowlist};
 use crate::error::ConfigErrors;
 use crate::hygiene::RequestHygiene;
 use crate::identity::PeerIdentity;
@@ -58,6 +60,12 @@ pub struct Needs {
     pub mtls: bool,
     /// `connection.tls_version`: whether the downstream connection is TLS at all.
     pub tls: bool,
+    /// `xds.listener_direction`.
+    pub direction: bool,
+    /// `xds.cluster_name` (HTTP only).
+    pub cluster: bool,
+    /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
+    pub workload: bool,
 }
 
 /// A validated, compiled policy.
@@ -69,6 +77,7 @@ pub struct Policy {
     log: LogSettings,
     hygiene: Option<RequestHygiene>,
     identity: Option<PeerIdentity>,
+    egress: Option<EgressAllowlist>,
 }
 
 impl Policy {
@@ -99,10 +108,23 @@ impl Policy {
         let log = compile_log(&doc, &mut errs);
         let hygiene = doc.hygiene.as_ref().map(|h| RequestHygiene::compile(h, doc.mode, "hygiene", &mut errs));
         let identity = doc.identity.as_ref().map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
+        let egress = doc.egress.as_ref().map(|e| EgressAllowlist::compile(e, doc.mode, "egress", &mut errs));
+        if let (Some(id), Some(eg)) = (&identity, &egress) {
+            // On a sidecar's outbound listener the downstream is the local app, in plaintext:
+            // an identity check there denies every outbound request.
+            if id.applies_to() == IdentityAppliesTo::All && eg.applies_to() == AppliesTo::Outbound {
+                errs.push(
+                    "identity.appliesTo",
+                    "must be inbound when the policy also has an egress check for outbound listeners \
+                     (egress.appliesTo: outbound): on those the downstream is the local application, \
+                     which has no peer identity",
+                );
+            }
+        }
         if !errs.is_empty() {
             return Err(errs);
         }
-        Ok(Self { revision, mode: doc.mode, deny, log, hygiene, identity })
+        Ok(Self { revision, mode: doc.mode, deny, log, hygiene, identity, egress })
     }
 
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
@@ -117,8 +139,22 @@ impl Policy {
 
     pub fn needs(&self) -> Needs {
         let h = self.hygiene.as_ref().map(RequestHygiene::needs).unwrap_or_default();
-        let peer = self.identity.is_some() || h.peer;
-        Needs { peer, mtls: peer || h.mtls, tls: h.tls }
+        let egress = self.egress.as_ref();
+        let identity = self.identity.as_ref();
+        let peer = identity.is_some() || h.peer || egress.is_some_and(EgressAllowlist::needs_peer);
+        Needs {
+            peer,
+            mtls: peer || h.mtls,
+            tls: h.tls,
+            direction: egress.is_some() || identity.is_some_and(PeerIdentity::needs_direction),
+            cluster: egress.is_some(),
+            workload: egress.is_some_and(EgressAllowlist::needs_workload),
+        }
+    }
+
+    /// Whether the policy has an egress section (the only check a network filter runs).
+    pub fn has_egress(&self) -> bool {
+        self.egress.is_some()
     }
 
     pub fn deny_response(&self) -> &DenyResponse {
@@ -138,7 +174,41 @@ impl Policy {
         if let Some(identity) = &self.identity {
             identity.evaluate(req, &mut decision);
         }
+        if decision.enforced() {
+            return decision;
+        }
+        if let Some(egress) = &self.egress {
+            egress.evaluate(req, &mut decision);
+        }
         decision
+    }
+
+    /// Decide one TLS/TCP connection as it opens (the network filter): the egress check on
+    /// its SNI. Every other check is about HTTP and does not run here.
+    pub fn evaluate_connection(&self, conn: &ConnectionView<'_>) -> Decision {
+        let mut decision = Decision::default();
+        if let Some(egress) = &self.egress {
+            egress.evaluate_connection(conn, &mut decision);
+        }
+        decision
+    }
+
+    /// [`Policy::should_log`] for a connection; allows are sampled by a hash of the SNI.
+    pub fn should_log_connection(&self, decision: &Decision, conn: &ConnectionView<'_>) -> bool {
+        if !decision.findings.is_empty() {
+            return true;
+        }
+        match self.log.allow_per_million {
+            0 => false,
+            1_000_000.. => true,
+            n => crate::log::sample_bucket(conn.sni.unwrap_or_default()) < n,
+        }
+    }
+
+    /// The decision-log line for a connection: like [`Policy::decision_log_line`], with a
+    /// `connection` object instead of `request`.
+    pub fn connection_log_line(&self, decision: &Decision, conn: &ConnectionView<'_>, unix_millis: u64) -> String {
+        crate::log::record_connection(self, decision, conn, unix_millis)
     }
 
     /// Whether this decision gets a decision-log line: every deny and would-deny, and the

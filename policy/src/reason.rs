@@ -156,6 +156,43 @@ reason_codes! {
     HygienePathTooLong => "hygiene_path_too_long", Hygiene;
     /// More query parameters than the limit.
     HygieneTooManyQueryParams => "hygiene_too_many_query_params", Hygiene;
+    /// The authority (or SNI) is not a host: empty, userinfo, a bad port, a character outside
+    /// letters, digits, `-`, `_` and `.`, raw non-ASCII (IDNA must be in `xn--` form), an
+    /// unbracketed IPv6, a numeric last label that is no IPv4 address.
+    EgressInvalidHost => "egress_invalid_host", Egress;
+    /// No egress rule names this host.
+    EgressHostNotAllowed => "egress_host_not_allowed", Egress;
+    /// An IP literal (any spelling) no rule names; non-canonical spellings never match.
+    EgressIpLiteral => "egress_ip_literal", Egress;
+    /// A cloud instance-metadata address or name (169.254.169.254, fd00:ec2::254,
+    /// metadata.google.internal, ...) no rule names.
+    EgressMetadataAddress => "egress_metadata_address", Egress;
+    /// A link-local address (169.254.0.0/16, fe80::/10, an IPv6 with a zone) no rule names.
+    EgressLinkLocalAddress => "egress_link_local_address", Egress;
+    /// A loopback or `localhost` destination no rule names.
+    EgressLocalhost => "egress_localhost", Egress;
+    /// The rules naming the host do not allow this port.
+    EgressPortNotAllowed => "egress_port_not_allowed", Egress;
+    /// The rules naming the host do not allow this method.
+    EgressMethodNotAllowed => "egress_method_not_allowed", Egress;
+    /// The rules naming the host do not allow this (canonical) path.
+    EgressPathNotAllowed => "egress_path_not_allowed", Egress;
+    /// The rules naming the host require a source identity and none could be established.
+    EgressSourceIdentityMissing => "egress_source_identity_missing", Egress;
+    /// The rules naming the host do not admit this source identity.
+    EgressSourceNotAllowed => "egress_source_not_allowed", Egress;
+    /// Envoy routed the request to Istio's PassthroughCluster (ALLOW_ANY: wherever the
+    /// application connected) and no rule naming the host says `passthrough: true`.
+    EgressPassthroughCluster => "egress_passthrough_cluster", Egress;
+    /// Envoy routed the request to Istio's BlackHoleCluster and no rule naming the host says
+    /// `passthrough: true`.
+    EgressBlackholeCluster => "egress_blackhole_cluster", Egress;
+    /// The authority does not agree with the Istio cluster Envoy routed the request to.
+    EgressAuthorityMismatch => "egress_authority_mismatch", Egress;
+    /// A TLS/TCP connection without SNI and no rule with `allowNoSni` for it.
+    EgressSniMissing => "egress_sni_missing", Egress;
+    /// No egress rule (without methods or paths) names this SNI.
+    EgressSniNotAllowed => "egress_sni_not_allowed", Egress;
 }
 
 #[cfg(test)]

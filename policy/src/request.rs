@@ -9,6 +9,9 @@ pub enum Direction {
     Inbound,
     /// Traffic leaving the local workload (sidecar outbound, egress).
     Outbound,
+    /// The listener does not say (Envoy's `xds.listener_direction` is `UNSPECIFIED` or
+    /// missing).
+    Unspecified,
 }
 
 impl Direction {
@@ -16,6 +19,7 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Unspecified => "unspecified",
         }
     }
 }
@@ -27,6 +31,15 @@ pub struct Peer<'a> {
     pub mtls: bool,
     /// `connection.uri_san_peer_certificate`: the (first) URI SAN of that certificate.
     pub uri_san: Option<&'a [u8]>,
+}
+
+/// The local workload as Istio describes it in Envoy's node metadata
+/// (`xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT`): on an outbound sidecar, the
+/// identity of the workload that sends the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Workload<'a> {
+    pub namespace: Option<&'a [u8]>,
+    pub service_account: Option<&'a [u8]>,
 }
 
 /// One HTTP request as raw bytes. `headers` holds every header pair in the order Envoy has them,
@@ -44,13 +57,26 @@ pub struct RequestView<'a> {
     /// The downstream connection is TLS (Envoy's `connection.tls_version` is set), with or
     /// without a client certificate.
     pub tls: bool,
+    /// `xds.cluster_name`: the upstream cluster the route picked (Istio:
+    /// `outbound|443||api.example.com`, `PassthroughCluster`, `BlackHoleCluster`), when known.
+    pub cluster: Option<&'a [u8]>,
+    /// The local workload (see [`Workload`]), when the policy needs it.
+    pub workload: Workload<'a>,
 }
 
 impl<'a> RequestView<'a> {
     /// A view of a request without a body on a plaintext connection; see
     /// [`RequestView::with_end_of_stream`] and [`RequestView::with_tls`].
     pub fn new(headers: &'a [(&'a [u8], &'a [u8])], peer: Peer<'a>, direction: Direction) -> Self {
-        Self { headers, peer, direction, end_of_stream: true, tls: peer.mtls }
+        Self {
+            headers,
+            peer,
+            direction,
+            end_of_stream: true,
+            tls: peer.mtls,
+            cluster: None,
+            workload: Workload::default(),
+        }
     }
 
     /// Whether the headers ended the stream (no body follows).
@@ -62,6 +88,18 @@ impl<'a> RequestView<'a> {
     /// Whether the downstream connection is TLS.
     pub fn with_tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// The same view with the upstream cluster's name.
+    pub fn with_cluster(mut self, cluster: Option<&'a [u8]>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The same view with the local workload.
+    pub fn with_workload(mut self, workload: Workload<'a>) -> Self {
+        self.workload = workload;
         self
     }
 
@@ -95,10 +133,11 @@ impl<'a> RequestView<'a> {
 /// A request held in owned memory, in the JSON shape the decision log records and
 /// `meshguard eval --request` reads:
 /// `{"method", "path", "authority", "scheme", "headers": [[name, value], ...],
-///   "peer": {"mtls": bool, "uriSan": string|null, "tls": bool}, "direction": "inbound"|"outbound",
-///   "endOfStream": bool}`.
-/// `peer.tls` (default: `peer.mtls`) and `endOfStream` (default: true, no body) are optional, so
-/// requests logged before they existed still replay.
+///   "peer": {"mtls": bool, "uriSan": string|null, "tls": bool},
+///   "direction": "inbound"|"outbound"|"unspecified", "endOfStream": bool,
+///   "cluster": string|null, "workload": {"namespace": string|null, "serviceAccount": string|null}}`.
+/// `peer.tls` (default: `peer.mtls`), `endOfStream` (default: true, no body), `cluster` and
+/// `workload` are optional, so requests logged before they existed still replay.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnedRequest {
@@ -121,6 +160,28 @@ pub struct OwnedRequest {
     /// U+FFFD in place of the bad bytes): `[[index into headers, name hex, value hex], ...]`.
     #[serde(default, deserialize_with = "binary_headers")]
     pub binary_headers: Vec<BinaryHeader>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub workload: OwnedWorkload,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnedWorkload {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+impl OwnedWorkload {
+    pub fn view(&self) -> Workload<'_> {
+        Workload {
+            namespace: self.namespace.as_deref().map(str::as_bytes),
+            service_account: self.service_account.as_deref().map(str::as_bytes),
+        }
+    }
 }
 
 /// A header field's exact bytes: (index into `headers`, name, value).
@@ -179,6 +240,17 @@ pub enum OwnedDirection {
     #[default]
     Inbound,
     Outbound,
+    Unspecified,
+}
+
+impl OwnedDirection {
+    pub fn view(self) -> Direction {
+        match self {
+            OwnedDirection::Inbound => Direction::Inbound,
+            OwnedDirection::Outbound => Direction::Outbound,
+            OwnedDirection::Unspecified => Direction::Unspecified,
+        }
+    }
 }
 
 impl OwnedRequest {
@@ -204,12 +276,11 @@ impl OwnedRequest {
         RequestView {
             headers: pairs,
             peer: Peer { mtls: self.peer.mtls, uri_san: self.peer.uri_san.as_deref().map(str::as_bytes) },
-            direction: match self.direction {
-                OwnedDirection::Inbound => Direction::Inbound,
-                OwnedDirection::Outbound => Direction::Outbound,
-            },
+            direction: self.direction.view(),
             end_of_stream: self.end_of_stream.unwrap_or(true),
             tls: self.peer.tls.unwrap_or(self.peer.mtls),
+            cluster: self.cluster.as_deref().map(str::as_bytes),
+            workload: self.workload.view(),
         }
     }
 }

@@ -36,6 +36,7 @@ fn schema_and_parser_know_the_same_fields() {
     let s = schema();
     let defs = &s["$defs"];
     let rule = |extra: Value| json!({"version": 1, "identity": {"rules": [extra]}});
+    let egress_rule = |extra: Value| json!({"version": 1, "egress": {"allow": [extra]}});
     let cases: Vec<(&Value, Value)> = vec![
         (&s, json!({"version": 1, "zz": 1})),
         (&s["properties"]["denyResponse"], json!({"version": 1, "denyResponse": {"zz": 1}})),
@@ -47,6 +48,9 @@ fn schema_and_parser_know_the_same_fields() {
             &defs["pathMatch"],
             rule(json!({"id": "a", "action": "allow", "principals": ["*"], "match": {"paths": [{"zz": 1}]}})),
         ),
+        (&s["properties"]["egress"], json!({"version": 1, "egress": {"zz": 1}})),
+        (&defs["egressRule"], egress_rule(json!({"id": "a", "hosts": ["a.com"], "zz": 1}))),
+        (&defs["pathMatch"], egress_rule(json!({"id": "a", "hosts": ["a.com"], "paths": [{"zz": 1}]}))),
     ];
     let guard = |name: &str| json!({"version": 1, "hygiene": {"guards": {name: {"zz": 1}}}});
     let hygiene_cases: Vec<(&Value, Value)> = vec![

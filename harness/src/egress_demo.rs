@@ -1,0 +1,130 @@
+//! `meshguard up --outbound`: the local mesh as an outbound sidecar, to try the egress
+//! allowlist by hand.
+//!
+//! It starts [`MeshKind::SidecarOutbound`] (`envoy-config/sidecar-outbound.yaml`: HTTP egress
+//! by Host, Istio's PassthroughCluster and BlackHoleCluster, TLS passthrough with meshguard as
+//! a network filter) with `envoy-config/policies/egress.yaml` unless another policy is given,
+//! prints how to send traffic through it, then every decision-log line until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions};
+use crate::policy_file::{load_policy, load_value};
+use crate::Result;
+
+/// The policy `up --outbound` runs with when none is given.
+pub fn default_policy_path() -> PathBuf {
+    crate::workspace_root().join("envoy-config/policies/egress.yaml")
+}
+
+/// Validates the policy file and starts the outbound sidecar with it.
+pub fn start(policy: Option<&Path>) -> Result<Mesh> {
+    let path = policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path);
+    if let Err(e) = load_policy(&path) {
+        anyhow::bail!("{} is not a valid policy:\n{e}", path.display());
+    }
+    let policy_json = load_value(&path)?.to_string();
+    let wasm = ensure_wasm().context("building meshguard.wasm")?;
+    Mesh::start(MeshOptions {
+        wasm: Some(wasm),
+        kind: MeshKind::SidecarOutbound,
+        ..MeshOptions::with_policy(policy_json)
+    })
+}
+
+/// Where everything is, as the one JSON line `up --outbound --json` prints.
+pub fn describe(mesh: &Mesh) -> serde_json::Value {
+    json!({
+        "httpListener": mesh.listener_addr().to_string(),
+        "tlsListener": mesh.tls_listener_addr().map(|a| a.to_string()),
+        "admin": mesh.admin_addr().to_string(),
+        "internet": mesh.upstream_addr().to_string(),
+        "tlsInternet": mesh.tls_echo().map(|t| t.addr().to_string()),
+        "internetCa": mesh.tls_echo().map(|t| t.ca_cert().to_path_buf()),
+        "workload": "spiffe://cluster.local/ns/web/sa/web",
+        "workDir": mesh.work_dir(),
+        "envoyLog": mesh.envoy().log_path(),
+    })
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `meshguard up --outbound`: run until interrupted.
+pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    let mesh = start(policy)?;
+    if json_out {
+        println!("{}", describe(&mesh));
+    } else {
+        let http = mesh.listener_addr();
+        println!("meshguard local mesh is up as an OUTBOUND sidecar (Ctrl-C stops it)");
+        println!("  workload    spiffe://cluster.local/ns/web/sa/web (Istio node metadata NAMESPACE=web, SERVICE_ACCOUNT=web)");
+        println!("  policy      {}", policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path).display());
+        println!("  HTTP egress {http}  (listener 0.0.0.0_80: routes by Host, ALLOW_ANY to PassthroughCluster)");
+        if let (Some(tls), Some(internet)) = (mesh.tls_listener_addr(), mesh.tls_echo()) {
+            println!("  TLS egress  {tls}  (listener 0.0.0.0_443: TLS passthrough, meshguard as a network filter on the SNI)");
+            println!(
+                "  internet    {} (HTTP echo), {} (TLS echo, CA {})",
+                mesh.upstream_addr(),
+                internet.addr(),
+                internet.ca_cert().display()
+            );
+        }
+        println!("  admin       http://{}/stats/prometheus", mesh.admin_addr());
+        println!("  try:");
+        println!(
+            "    curl -s -H 'Host: api.example.com' http://{http}/v1/items                 # allowed (rule web-api)"
+        );
+        println!(
+            "    curl -s -H 'Host: img.cdn.example.com' http://{http}/assets/logo.png      # allowed (cdn-assets)"
+        );
+        println!(
+            "    curl -s -H 'Host: img.cdn.example.com' http://{http}/admin                # egress_path_not_allowed"
+        );
+        println!(
+            "    curl -s -H 'Host: evil.example.org' http://{http}/                        # egress_host_not_allowed"
+        );
+        println!(
+            "    curl -s -H 'Host: 169.254.169.254' http://{http}/latest/meta-data/        # egress_metadata_address"
+        );
+        println!("    curl -s -H 'Host: 0x7f.1' http://{http}/                                  # egress_localhost");
+        println!("    curl -s -H 'Host: upload.example.com' -X POST http://{http}/incoming/x    # would_deny (uploads-trial, dry-run)");
+        if let (Some(tls), Some(internet)) = (mesh.tls_listener_addr(), mesh.tls_echo()) {
+            let ca = internet.ca_cert().display();
+            println!("    openssl s_client -quiet -connect {tls} -servername api.example.com -CAfile {ca}   # echoes what you type");
+            println!("    openssl s_client -quiet -connect {tls} -servername evil.example.org -CAfile {ca}  # closed: egress_sni_not_allowed");
+        }
+        println!("decision log:");
+    }
+    let mut seen = 0usize;
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let log = mesh.envoy().log_contents();
+        if !json_out {
+            for line in crate::demo::decision_lines(log.get(seen..).unwrap_or_default()) {
+                println!("  {line}");
+            }
+        }
+        seen = log.len();
+    }
+    if !json_out {
+        println!("stopping");
+    }
+    drop(mesh);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,777 @@
+//! Egress allowlist.
+//!
+//! Threats: data exfiltration and command-and-control from a compromised workload, and SSRF
+//! into places no workload should reach: cloud instance-metadata endpoints (credentials),
+//! link-local and loopback addresses, and arbitrary IPs behind a forged `Host` when Istio's
+//! outbound policy is `ALLOW_ANY` (traffic then goes to `PassthroughCluster`, which connects
+//! wherever the application connected, whatever the `Host` says). This check holds even when
+//! Istio's own outbound policy, Sidecar `egress` or ServiceEntries are missing or wrong: a
+//! request leaves only for a host a rule names, on a port, method, path and from a source
+//! identity the rule allows.
+//!
+//! # Matching
+//!
+//! Hosts are parsed and normalized first ([`crate::host`]): lowercase, one trailing dot
+//! removed, the port split off, IDNA names in their `xn--` form only. Then:
+//!
+//! - `api.example.com` matches that host only; `*.example.com` matches one or more labels
+//!   under `example.com` (`a.example.com`, `a.b.example.com`) and never `example.com` itself.
+//!   Exact hosts are one hash lookup, wildcards one walk down a reversed-label trie: the cost
+//!   of a decision does not grow with the number of rules.
+//! - IP literals (every spelling), link-local and metadata addresses and `localhost` names are
+//!   denied unless a rule names them exactly (a wildcard never covers them), and an IPv4
+//!   spelled other than as a dotted quad of decimals, or an IPv6 with a zone, never matches.
+//! - Of the rules that name the host, one must allow the port (the Istio cluster's, where the
+//!   request really goes, else the authority's, else 80/443 by scheme; for a connection,
+//!   `destination.port`), the method,
+//!   the canonical path ([`crate::path`]), the source identity, and, when Envoy routed the
+//!   request to `PassthroughCluster` or `BlackHoleCluster`, say `passthrough: true`.
+//!
+//! # Where it applies
+//!
+//! `appliesTo: outbound` (the default) runs the check on listeners Envoy does not mark
+//! `INBOUND` (`xds.listener_direction`; Istio marks every sidecar listener, and a listener that
+//! does not say is treated as outbound: fail closed). `appliesTo: all` runs it on every
+//! request and connection, for an egress gateway.
+//!
+//! # Source identity
+//!
+//! `sourceIdentity: peerCertificate` (default with `appliesTo: all`): the mTLS peer's SPIFFE
+//! ID (`connection.uri_san_peer_certificate`), for an egress gateway that the sidecars reach
+//! over Istio mTLS. `sourceIdentity: workload` (default with `appliesTo: outbound`): on an
+//! outbound sidecar there is no peer certificate (the application talks plaintext to its own
+//! sidecar), so the identity is the sidecar's own workload, built from Istio's node metadata
+//! (`xds.node.metadata.NAMESPACE` and `SERVICE_ACCOUNT`) as
+//! `spiffe://<egress.trustDomain>/ns/<NAMESPACE>/sa/<SERVICE_ACCOUNT>`. That is what the
+//! pod spec says, not what a certificate proves: strong enough against a compromised
+//! application, not against someone who can change the pod (who can bypass the sidecar
+//! anyway). For a proven identity, send egress through a gateway.
+//!
+//! # Routing consistency
+//!
+//! For Istio clusters (`outbound|<port>|<subset>|<host>`), the authority must agree with the
+//! cluster: the same host (or one the cluster's `*.` wildcard covers), or a Kubernetes
+//! short name of the cluster's service (`reviews` for `reviews.default.svc.cluster.local`, which
+//! the allowlist then sees in full). The port the rules see is then the cluster's (an egress
+//! gateway originating TLS legitimately sends `api.example.com:80` to port 443). A cluster of
+//! another in-mesh service (a VirtualService sending `api.example.com` through the
+//! egress gateway) is a mesh hop: the allowlist judges the authority and the gateway checks
+//! again. Anything else is `egress_authority_mismatch`.
+//!
+//! # Dry-run
+//!
+//! `egress.mode: dry-run` (or the policy's) logs every finding as a would-deny. A rule in
+//! dry-run never blocks: requests to its hosts that fail its conditions are would-denies
+//! attributed to it, so a rule can be narrowed (or a new one tried) and watched before it is
+//! enforced. Hosts no rule names are denied as ever.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::connection::ConnectionView;
+use crate::decision::{Decision, Finding, Remedy};
+use crate::document::{Mode, PathMatchDoc, RouteMatchDoc};
+use crate::error::ConfigErrors;
+use crate::host::{parse_authority, parse_host, Host, HostClass, HostPattern};
+use crate::principals::PrincipalSet;
+use crate::reason::{Check, ReasonCode};
+use crate::request::{Direction, Peer, RequestView, Workload};
+use crate::route::{RouteInput, RouteMatch};
+use crate::spiffe::{PrincipalPattern, SpiffeId};
+
+// ----- The document -----
+
+/// `egress`: which external hosts workloads may reach.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EgressDoc {
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub applies_to: AppliesTo,
+    #[serde(default)]
+    pub source_identity: Option<SourceIdentity>,
+    /// The trust domain of workload identities (`sourceIdentity: workload`).
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<EgressRuleDoc>,
+}
+
+/// Which traffic the egress check looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AppliesTo {
+    /// Listeners Envoy does not mark INBOUND (sidecar outbound).
+    #[default]
+    Outbound,
+    /// Every request and connection (an egress gateway).
+    All,
+}
+
+/// Where the source identity of an egress request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SourceIdentity {
+    /// The local workload, from Istio's node metadata (outbound sidecar).
+    Workload,
+    /// The mTLS peer's certificate (egress gateway).
+    PeerCertificate,
+}
+
+impl SourceIdentity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceIdentity::Workload => "workload",
+            SourceIdentity::PeerCertificate => "peerCertificate",
+        }
+    }
+}
+
+/// `egress.allow[i]`: hosts, and what may be sent to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EgressRuleDoc {
+    pub id: String,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<u32>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<PathMatchDoc>,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Also when Envoy routes the request to `PassthroughCluster` or `BlackHoleCluster`.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// Also TLS/TCP connections without an SNI, on this rule's ports.
+    #[serde(default)]
+    pub allow_no_sni: bool,
+}
+
+/// The default trust domain of workload identities.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+// ----- The compiled check -----
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    enforced: bool,
+    ports: Vec<u16>,
+    /// Methods only (hosts and paths empty), when the rule lists methods.
+    methods: Option<RouteMatch>,
+    /// Paths only, when the rule lists paths.
+    paths: Option<RouteMatch>,
+    sources: PrincipalSet,
+    passthrough: bool,
+}
+
+impl Rule {
+    /// A rule about methods or paths covers HTTP only: a TLS connection's are encrypted.
+    fn http_only(&self) -> bool {
+        self.methods.is_some() || self.paths.is_some()
+    }
+}
+
+/// Reversed-label trie of `*.` suffixes: `*.example.com` sits at `com` → `example`.
+#[derive(Debug, Default)]
+struct LabelNode {
+    children: HashMap<Box<str>, LabelNode>,
+    /// Rules with `*.` + the labels down to here.
+    wildcard_rules: Vec<u32>,
+}
+
+impl LabelNode {
+    fn insert(&mut self, suffix: &str, rule: u32) {
+        let mut node = self;
+        for label in suffix.rsplit('.') {
+            node = node.children.entry(label.into()).or_default();
+        }
+        if node.wildcard_rules.last() != Some(&rule) {
+            node.wildcard_rules.push(rule);
+        }
+    }
+
+    /// Every rule whose wildcard covers `name` (one or more labels under the suffix).
+    fn collect(&self, name: &str, out: &mut Vec<u32>) {
+        let total = name.split('.').count();
+        let mut node = self;
+        for (consumed, label) in name.rsplit('.').enumerate() {
+            let Some(next) = node.children.get(label) else { return };
+            node = next;
+            if consumed + 1 < total {
+                out.extend_from_slice(&node.wildcard_rules);
+            }
+        }
+    }
+}
+
+/// Why a rule that names the host does not admit the request; ordered by how far the
+/// request got, so the explanation names the closest rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Miss {
+    Port,
+    Passthrough,
+    Blackhole,
+    Method,
+    Path,
+    SourceMissing,
+    SourceNotAllowed,
+}
+
+impl Miss {
+    fn code(self) -> ReasonCode {
+        match self {
+            Miss::Port => ReasonCode::EgressPortNotAllowed,
+            Miss::Passthrough => ReasonCode::EgressPassthroughCluster,
+            Miss::Blackhole => ReasonCode::EgressBlackholeCluster,
+            Miss::Method => ReasonCode::EgressMethodNotAllowed,
+            Miss::Path => ReasonCode::EgressPathNotAllowed,
+            Miss::SourceMissing => ReasonCode::EgressSourceIdentityMissing,
+            Miss::SourceNotAllowed => ReasonCode::EgressSourceNotAllowed,
+        }
+    }
+}
+
+/// Where Envoy's route sent the request, read from `xds.cluster_name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cluster {
+    /// Istio's `PassthroughCluster` / `InboundPassthroughCluster*`: wherever the app connected.
+    Passthrough,
+    /// Istio's `BlackHoleCluster`.
+    Blackhole,
+    /// `outbound|<port>|<subset>|<host>` (or the `outbound_.<port>_.<subset>_.<host>` form).
+    Istio { port: u16, host: ClusterHost },
+    /// Any other name: nothing to check the authority against.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClusterHost {
+    Exact(Host),
+    /// `*.example.com` as `example.com`.
+    Wildcard(String),
+}
+
+fn parse_cluster(name: &[u8]) -> Cluster {
+    match name {
+        b"PassthroughCluster" => return Cluster::Passthrough,
+        b"BlackHoleCluster" => return Cluster::Blackhole,
+        n if n.starts_with(b"InboundPassthroughCluster") => return Cluster::Passthrough,
+        _ => {}
+    }
+    let parts: Option<(&[u8], &[u8])> = if let Some(rest) = name.strip_prefix(b"outbound|") {
+        let mut it = rest.splitn(3, |&b| b == b'|');
+        match (it.next(), it.next(), it.next()) {
+            (Some(port), Some(_subset), Some(host)) => Some((port, host)),
+            _ => None,
+        }
+    } else if let Some(rest) = name.strip_prefix(b"outbound_.") {
+        // outbound_.443_._.api.example.com (Istio's SNI-DNAT form; the subset may be empty).
+        let port_end = rest.iter().position(|&b| b == b'_');
+        port_end.and_then(|end| {
+            let port = rest.get(..end)?;
+            let after = rest.get(end..)?.strip_prefix(b"_.")?;
+            let sub_end = after.iter().position(|&b| b == b'_')?;
+            let host = after.get(sub_end..)?.strip_prefix(b"_.")?;
+            Some((port, host))
+        })
+    } else {
+        None
+    };
+    let Some((port, host)) = parts else { return Cluster::Other };
+    let Some(port) = std::str::from_utf8(port).ok().and_then(|p| p.parse::<u16>().ok()) else {
+        return Cluster::Other;
+    };
+    let host = if let Some(suffix) = host.strip_prefix(b"*.") {
+        match parse_host(suffix) {
+            Ok(Host::Name(name)) => ClusterHost::Wildcard(name),
+            _ => return Cluster::Other,
+        }
+    } else {
+        match parse_host(host) {
+            Ok(h) => ClusterHost::Exact(h),
+            Err(_) => return Cluster::Other,
+        }
+    };
+    Cluster::Istio { port, host }
+}
+
+/// `reviews.default.svc.cluster.local`: a Kubernetes service FQDN (`<svc>.<ns>.svc.<domain>`).
+fn is_k8s_service(name: &str) -> bool {
+    let mut labels = name.split('.');
+    labels.nth(2) == Some("svc") && labels.next().is_some()
+}
+
+/// `reviews`, `reviews.default` or `reviews.default.svc` for
+/// `reviews.default.svc.cluster.local`.
+fn is_short_name_of(short: &str, fqdn: &str) -> bool {
+    is_k8s_service(fqdn)
+        && fqdn.strip_prefix(short).is_some_and(|rest| rest.starts_with('.'))
+        && short.split('.').count() <= 3
+}
+
+fn covered_by_wildcard(name: &str, suffix: &str) -> bool {
+    name.strip_suffix(suffix).is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+}
+
+/// The compiled egress check.
+#[derive(Debug)]
+pub struct EgressAllowlist {
+    enforced: bool,
+    applies_to: AppliesTo,
+    source: SourceIdentity,
+    trust_domain: String,
+    rules: Vec<Rule>,
+    /// Exact host match key → rules naming it, in rule order.
+    exact: HashMap<String, Vec<u32>>,
+    suffixes: LabelNode,
+    /// Rules with `allowNoSni`.
+    no_sni: Vec<u32>,
+    any_sources: bool,
+    has_dry_run_rules: bool,
+}
+
+/// The facts one decision is made from, HTTP or TLS alike.
+struct Subject<'a> {
+    port: Option<u16>,
+    cluster: Option<&'a Cluster>,
+    /// Method and canonical path (HTTP only).
+    route: Option<&'a RouteInput<'a>>,
+    peer: Peer<'a>,
+    workload: Workload<'a>,
+}
+
+fn valid_rule_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl EgressAllowlist {
+    pub fn compile(doc: &EgressDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> EgressAllowlist {
+        let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
+        let source = doc.source_identity.unwrap_or(match doc.applies_to {
+            AppliesTo::Outbound => SourceIdentity::Workload,
+            AppliesTo::All => SourceIdentity::PeerCertificate,
+        });
+        let trust_domain = doc.trust_domain.clone().unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
+        if let Err(e) = crate::spiffe::validate_trust_domain(&trust_domain) {
+            errs.push(format!("{at}.trustDomain"), format!("not a valid trust domain: it {e}"));
+        }
+        let mut check = EgressAllowlist {
+            enforced: check_mode == Mode::Enforce,
+            applies_to: doc.applies_to,
+            source,
+            trust_domain,
+            rules: Vec::with_capacity(doc.allow.len()),
+            exact: HashMap::new(),
+            suffixes: LabelNode::default(),
+            no_sni: Vec::new(),
+            any_sources: false,
+            has_dry_run_rules: false,
+        };
+        let mut ids = HashSet::new();
+        for (i, r) in doc.allow.iter().enumerate() {
+            let rat = format!("{at}.allow[{i}]");
+            let Ok(index) = u32::try_from(i) else {
+                errs.push(&rat, "too many rules");
+                break;
+            };
+            if !valid_rule_id(&r.id) {
+                errs.push(format!("{rat}.id"), "must be 1 to 64 characters of [A-Za-z0-9._-]");
+            } else if !ids.insert(r.id.as_str()) {
+                errs.push(format!("{rat}.id"), format!("duplicate rule id '{}'", r.id));
+            }
+            if r.hosts.is_empty() && !r.allow_no_sni {
+                errs.push(format!("{rat}.hosts"), "must list at least one host (api.example.com or *.example.com)");
+            }
+            for (j, h) in r.hosts.iter().enumerate() {
+                match HostPattern::parse(h) {
+                    Ok(HostPattern::Exact(key, _)) => {
+                        let rules = check.exact.entry(key).or_default();
+                        if rules.last() != Some(&index) {
+                            rules.push(index);
+                        }
+                    }
+                    Ok(HostPattern::Suffix(suffix)) => check.suffixes.insert(&suffix, index),
+                    Err(e) => errs.push(format!("{rat}.hosts[{j}]"), e),
+                }
+            }
+            let mut ports = Vec::with_capacity(r.ports.len());
+            for (j, &p) in r.ports.iter().enumerate() {
+                match u16::try_from(p) {
+                    Ok(p) if p > 0 => ports.push(p),
+                    _ => errs.push(format!("{rat}.ports[{j}]"), "must be a port from 1 to 65535"),
+                }
+            }
+            let methods = (!r.methods.is_empty()).then(|| {
+                let doc = RouteMatchDoc { methods: r.methods.clone(), ..Default::default() };
+                RouteMatch::compile(&doc, &rat, errs)
+            });
+            let paths = (!r.paths.is_empty()).then(|| {
+                let doc = RouteMatchDoc { paths: r.paths.clone(), ..Default::default() };
+                RouteMatch::compile(&doc, &rat, errs)
+            });
+            let mut sources = PrincipalSet::default();
+            for (j, s) in r.sources.iter().enumerate() {
+                match PrincipalPattern::parse(s) {
+                    Ok(pat) => {
+                        if let (SourceIdentity::Workload, Some(td)) = (source, pat.trust_domain()) {
+                            if td != check.trust_domain {
+                                errs.push(
+                                    format!("{rat}.sources[{j}]"),
+                                    format!("trust domain '{td}' is not {at}.trustDomain ('{}'), so this can never match a workload identity", check.trust_domain),
+                                );
+                            }
+                        }
+                        sources.insert(&pat);
+                    }
+                    Err(e) => errs.push(format!("{rat}.sources[{j}]"), e),
+                }
+            }
+            if r.allow_no_sni {
+                if ports.is_empty() && r.ports.is_empty() {
+                    errs.push(format!("{rat}.ports"), "a rule with allowNoSni must list its ports");
+                }
+                if methods.is_some() || paths.is_some() {
+                    errs.push(
+                        format!("{rat}.allowNoSni"),
+                        "a rule with methods or paths covers HTTP only and cannot admit a connection without SNI",
+                    );
+                }
+                check.no_sni.push(index);
+            }
+            check.any_sources |= !sources.is_empty();
+            let enforced = check_mode == Mode::Enforce && r.mode.unwrap_or(Mode::Enforce) == Mode::Enforce;
+            check.has_dry_run_rules |= !enforced;
+            check.rules.push(Rule {
+                id: r.id.clone(),
+                enforced,
+                ports,
+                methods,
+                paths,
+                sources,
+                passthrough: r.passthrough,
+            });
+        }
+        check
+    }
+
+    /// Whether the filter must fetch the peer certificate / the node metadata for this check.
+    pub fn needs_peer(&self) -> bool {
+        self.any_sources && self.source == SourceIdentity::PeerCertificate
+    }
+
+    pub fn needs_workload(&self) -> bool {
+        self.any_sources && self.source == SourceIdentity::Workload
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn applies_to(&self) -> AppliesTo {
+        self.applies_to
+    }
+
+    fn applies(&self, direction: Direction) -> bool {
+        match self.applies_to {
+            AppliesTo::All => true,
+            AppliesTo::Outbound => direction != Direction::Inbound,
+        }
+    }
+
+    fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
+        Finding {
+            check: Check::Egress,
+            code,
+            rule: rule.to_string(),
+            enforced: self.enforced && enforced,
+            remedy: Remedy::Reject,
+        }
+    }
+
+    /// The source's SPIFFE ID, if one can be established.
+    fn source_id(&self, peer: &Peer<'_>, workload: &Workload<'_>) -> Option<SpiffeId> {
+        match self.source {
+            SourceIdentity::PeerCertificate => {
+                if !peer.mtls {
+                    return None;
+                }
+                SpiffeId::parse(peer.uri_san?).ok()
+            }
+            SourceIdentity::Workload => {
+                let (ns, sa) = (workload.namespace?, workload.service_account?);
+                let mut id = Vec::with_capacity(self.trust_domain.len() + ns.len() + sa.len() + 16);
+                id.extend_from_slice(b"spiffe://");
+                id.extend_from_slice(self.trust_domain.as_bytes());
+                id.extend_from_slice(b"/ns/");
+                id.extend_from_slice(ns);
+                id.extend_from_slice(b"/sa/");
+                id.extend_from_slice(sa);
+                SpiffeId::parse(&id).ok()
+            }
+        }
+    }
+
+    /// Rules naming `host`, in rule order. Only exact entries name IP literals, `localhost`
+    /// names and metadata names.
+    fn candidates(&self, host: &Host, out: &mut Vec<u32>) {
+        let Some(key) = host.match_key() else { return };
+        if let Some(rules) = self.exact.get(&key) {
+            out.extend_from_slice(rules);
+        }
+        if host.class() == HostClass::Name {
+            self.suffixes.collect(&key, out);
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    fn check_rule(&self, rule: &Rule, s: &Subject<'_>, source: &mut Option<Option<SpiffeId>>) -> Result<(), Miss> {
+        if !rule.ports.is_empty() && !s.port.is_some_and(|p| rule.ports.contains(&p)) {
+            return Err(Miss::Port);
+        }
+        match s.cluster {
+            Some(Cluster::Passthrough) if !rule.passthrough => return Err(Miss::Passthrough),
+            Some(Cluster::Blackhole) if !rule.passthrough => return Err(Miss::Blackhole),
+            _ => {}
+        }
+        if let Some(methods) = &rule.methods {
+            if !s.route.is_some_and(|r| methods.matches(r)) {
+                return Err(Miss::Method);
+            }
+        }
+        if let Some(paths) = &rule.paths {
+            if !s.route.is_some_and(|r| paths.matches(r)) {
+                return Err(Miss::Path);
+            }
+        }
+        if !rule.sources.is_empty() {
+            let id = source.get_or_insert_with(|| self.source_id(&s.peer, &s.workload));
+            match id {
+                None => return Err(Miss::SourceMissing),
+                Some(id) if !rule.sources.matches(id) => return Err(Miss::SourceNotAllowed),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Judge `candidates` (rules that name the destination). `None`: admitted.
+    fn judge(&self, candidates: &[u32], s: &Subject<'_>, decision: &mut Decision) -> Option<()> {
+        let mut source = None;
+        let mut dry_run_admits = false;
+        let mut best_enforced: Option<(Miss, &Rule)> = None;
+        let mut best_dry_run: Option<(Miss, &Rule)> = None;
+        for rule in candidates.iter().filter_map(|&i| self.rules.get(i as usize)) {
+            match self.check_rule(rule, s, &mut source) {
+                Ok(()) if rule.enforced => {
+                    self.note_principal(&source, decision);
+                    return None;
+                }
+                Ok(()) => dry_run_admits = true,
+                Err(miss) => {
+                    let best = if rule.enforced { &mut best_enforced } else { &mut best_dry_run };
+                    if best.is_none_or(|(m, _)| miss > m) {
+                        *best = Some((miss, rule));
+                    }
+                }
+            }
+        }
+        self.note_principal(&source, decision);
+        if dry_run_admits {
+            return None;
+        }
+        // A rule in dry-run never blocks: its misses are would-denies.
+        if let Some((miss, rule)) = best_dry_run {
+            decision.findings.push(self.finding(miss.code(), &rule.id, false));
+        } else if let Some((miss, rule)) = best_enforced {
+            decision.findings.push(self.finding(miss.code(), &rule.id, true));
+        }
+        Some(())
+    }
+
+    fn note_principal(&self, source: &Option<Option<SpiffeId>>, decision: &mut Decision) {
+        if let (Some(Some(id)), None) = (source, &decision.principal) {
+            decision.principal = Some(id.as_str().to_string());
+        }
+    }
+
+    fn not_named(&self, host: &Host, connection: bool) -> ReasonCode {
+        match host.class() {
+            HostClass::Name if connection => ReasonCode::EgressSniNotAllowed,
+            HostClass::Name => ReasonCode::EgressHostNotAllowed,
+            HostClass::Localhost => ReasonCode::EgressLocalhost,
+            HostClass::Metadata => ReasonCode::EgressMetadataAddress,
+            HostClass::LinkLocal => ReasonCode::EgressLinkLocalAddress,
+            HostClass::Ip => ReasonCode::EgressIpLiteral,
+        }
+    }
+
+    /// Add this check's findings for one HTTP request to `decision`.
+    pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+        if !self.applies(req.direction) {
+            return;
+        }
+        let Ok(authority) = parse_authority(req.authority()) else {
+            decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, "egress.host", true));
+            return;
+        };
+        let cluster = req.cluster.filter(|c| !c.is_empty()).map(parse_cluster);
+        let mut host = authority.host;
+        let mut port = authority.port;
+        if let Some(Cluster::Istio { port: cluster_port, host: cluster_host }) = &cluster {
+            let same = match cluster_host {
+                ClusterHost::Exact(h) => *h == host,
+                ClusterHost::Wildcard(suffix) => host.name().is_some_and(|n| covered_by_wildcard(n, suffix)),
+            };
+            let cluster_fqdn = match cluster_host {
+                ClusterHost::Exact(Host::Name(n)) => Some(n.as_str()),
+                _ => None,
+            };
+            if same {
+                port = Some(*cluster_port);
+            } else if let (Some(fqdn), Some(short)) = (cluster_fqdn, host.name()) {
+                if is_short_name_of(short, fqdn) {
+                    // The allowlist sees the service's full name.
+                    host = Host::Name(fqdn.to_string());
+                    port = Some(*cluster_port);
+                } else if !is_k8s_service(fqdn) {
+                    decision.findings.push(self.finding(ReasonCode::EgressAuthorityMismatch, "egress.authority", true));
+                    return;
+                }
+                // Otherwise a mesh hop (e.g. through the egress gateway): judge the authority.
+            } else if !cluster_fqdn.is_some_and(is_k8s_service) {
+                decision.findings.push(self.finding(ReasonCode::EgressAuthorityMismatch, "egress.authority", true));
+                return;
+            }
+        }
+        let port = port.unwrap_or(if req.scheme().eq_ignore_ascii_case(b"https") { 443 } else { 80 });
+        let mut candidates = Vec::new();
+        self.candidates(&host, &mut candidates);
+        if candidates.is_empty() {
+            let code = self.not_named(&host, false);
+            decision.findings.push(self.finding(code, "egress.allow", true));
+            return;
+        }
+        let route = RouteInput::new(b"", req.path(), req.method());
+        let subject = Subject {
+            port: Some(port),
+            cluster: cluster.as_ref(),
+            route: Some(&route),
+            peer: req.peer,
+            workload: req.workload,
+        };
+        self.judge(&candidates, &subject, decision);
+    }
+
+    /// Add this check's findings for one TLS/TCP connection (its SNI) to `decision`.
+    pub fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision) {
+        if !self.applies(conn.direction) {
+            return;
+        }
+        let subject = Subject {
+            port: conn.destination_port,
+            cluster: None,
+            route: None,
+            peer: conn.peer,
+            workload: conn.workload,
+        };
+        let Some(sni) = conn.sni() else {
+            if self.no_sni.is_empty() {
+                decision.findings.push(self.finding(ReasonCode::EgressSniMissing, "egress.allow", true));
+            } else {
+                self.judge(&self.no_sni, &subject, decision);
+            }
+            return;
+        };
+        let Ok(host) = parse_host(sni) else {
+            decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, "egress.host", true));
+            return;
+        };
+        let mut candidates = Vec::new();
+        self.candidates(&host, &mut candidates);
+        candidates.retain(|&i| self.rules.get(i as usize).is_some_and(|r| !r.http_only()));
+        if candidates.is_empty() {
+            let code = self.not_named(&host, true);
+            decision.findings.push(self.finding(code, "egress.allow", true));
+            return;
+        }
+        self.judge(&candidates, &subject, decision);
+    }
+
+    /// Whether any rule is in dry-run (for operators' summaries).
+    pub fn has_dry_run_rules(&self) -> bool {
+        self.has_dry_run_rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters() {
+        let istio = |port, host: &str| Cluster::Istio { port, host: ClusterHost::Exact(Host::Name(host.into())) };
+        assert_eq!(parse_cluster(b"PassthroughCluster"), Cluster::Passthrough);
+        assert_eq!(parse_cluster(b"InboundPassthroughClusterIpv4"), Cluster::Passthrough);
+        assert_eq!(parse_cluster(b"BlackHoleCluster"), Cluster::Blackhole);
+        assert_eq!(parse_cluster(b"outbound|443||api.example.com"), istio(443, "api.example.com"));
+        assert_eq!(
+            parse_cluster(b"outbound|80|v1|reviews.default.svc.cluster.local"),
+            istio(80, "reviews.default.svc.cluster.local")
+        );
+        assert_eq!(parse_cluster(b"outbound_.443_._.api.example.com"), istio(443, "api.example.com"));
+        assert_eq!(parse_cluster(b"outbound_.443_.v1_.api.example.com"), istio(443, "api.example.com"));
+        assert_eq!(
+            parse_cluster(b"outbound|443||*.example.com"),
+            Cluster::Istio { port: 443, host: ClusterHost::Wildcard("example.com".into()) }
+        );
+        for other in
+            [&b"inbound|8080||"[..], b"outbound|x||a.com", b"outbound|443|", b"echo", b"outbound|443||bad host"]
+        {
+            assert_eq!(parse_cluster(other), Cluster::Other, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn short_names_and_wildcards() {
+        let fqdn = "reviews.default.svc.cluster.local";
+        for short in ["reviews", "reviews.default", "reviews.default.svc"] {
+            assert!(is_short_name_of(short, fqdn), "{short}");
+        }
+        assert!(!is_short_name_of("reviews.default.svc.cluster", fqdn));
+        assert!(!is_short_name_of("review", fqdn));
+        assert!(!is_short_name_of("api", "api.example.com"));
+        assert!(covered_by_wildcard("a.example.com", "example.com"));
+        assert!(covered_by_wildcard("a.b.example.com", "example.com"));
+        assert!(!covered_by_wildcard("example.com", "example.com"));
+        assert!(!covered_by_wildcard("evilexample.com", "example.com"));
+    }
+
+    #[test]
+    fn label_trie() {
+        let mut t = LabelNode::default();
+        t.insert("example.com", 0);
+        t.insert("b.example.com", 1);
+        t.insert("com", 2);
+        let got = |name: &str| {
+            let mut v = Vec::new();
+            t.collect(name, &mut v);
+            v
+        };
+        assert_eq!(got("a.example.com"), [2, 0]);
+        assert_eq!(got("a.b.example.com"), [2, 0, 1]);
+        assert_eq!(got("b.example.com"), [2, 0]);
+        assert_eq!(got("example.com"), [2]);
+        assert_eq!(got("com"), Vec::<u32>::new());
+        assert_eq!(got("evilexample.com"), [2]);
+        assert_eq!(got("example.net"), Vec::<u32>::new());
+    }
+}
