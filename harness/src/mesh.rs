@@ -393,20 +393,26 @@ impl Mesh {
     /// needed). Waits until Envoy has processed it and says whether it was applied.
     pub fn update_policy(&self, policy_json: &str) -> Result<PolicyUpdate> {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let network = self.tls_echo.is_some();
         let attempts_before = self.ecds_stat("update_attempt")?.unwrap_or(0);
         let success_before = self.ecds_stat("update_success")?.unwrap_or(0);
+        let net_attempts_before = if network { self.network_ecds_stat("update_attempt")?.unwrap_or(0) } else { 0 };
+        let net_success_before = if network { self.network_ecds_stat("update_success")?.unwrap_or(0) } else { 0 };
         let log_before = self.envoy.log_contents().len();
 
-        if self.tls_echo.is_some() {
+        if network {
             // The outbound sidecar's network filter gets the same policy (in Istio: a second,
-            // NETWORK WasmPlugin with the same pluginConfig). Written first, not waited for.
+            // NETWORK WasmPlugin with the same pluginConfig).
             let path = self.ecds_path.with_file_name("meshguard-tcp.yaml");
             write_atomically(&path, &render_ecds_network(policy_json, &self.wasm, &version.to_string())?)?;
         }
         write_atomically(&self.ecds_path, &render_ecds_version(policy_json, &self.wasm, &version.to_string())?)?;
 
+        // Both subscriptions must have seen their new file before the verdict means anything.
         let deadline = Instant::now() + UPDATE_TIMEOUT;
-        while self.ecds_stat("update_attempt")?.unwrap_or(0) <= attempts_before {
+        while self.ecds_stat("update_attempt")?.unwrap_or(0) <= attempts_before
+            || (network && self.network_ecds_stat("update_attempt")?.unwrap_or(0) <= net_attempts_before)
+        {
             if Instant::now() > deadline {
                 bail!("Envoy did not pick up the new ECDS file within {UPDATE_TIMEOUT:?}\n{}", self.envoy.log_tail(20));
             }
@@ -414,7 +420,9 @@ impl Mesh {
         }
         // The worker threads get the new filter config by a post from the main thread.
         std::thread::sleep(Duration::from_millis(100));
-        if self.ecds_stat("update_success")?.unwrap_or(0) > success_before {
+        let http_ok = self.ecds_stat("update_success")?.unwrap_or(0) > success_before;
+        let net_ok = !network || self.network_ecds_stat("update_success")?.unwrap_or(0) > net_success_before;
+        if http_ok && net_ok {
             return Ok(PolicyUpdate::Applied);
         }
         // The log is flushed every 100 ms: wait (briefly) for Envoy's verdict line.
