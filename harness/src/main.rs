@@ -67,6 +67,14 @@ enum Command {
         /// WasmPlugin: workload selector labels, `key=value` (repeatable). None: every workload.
         #[arg(long = "selector")]
         selectors: Vec<String>,
+        /// WasmPlugin: http (every check) or network (the egress check on the TLS SNI).
+        #[arg(long = "type", value_enum, default_value_t = PluginTypeArg::Http)]
+        plugin_type: PluginTypeArg,
+        /// WasmPlugin: the listeners Istio installs it on (match[].mode). auto: CLIENT for a
+        /// gateway selector (istio=...gateway) or egress only, SERVER without egress,
+        /// CLIENT_AND_SERVER for identity and egress together.
+        #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+        mode: ModeArg,
         /// compose: the directory to write (docker-compose.yaml mounts envoy-config/compose/generated).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -103,6 +111,20 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PluginTypeArg {
+    Http,
+    Network,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Auto,
+    Server,
+    Client,
+    ClientAndServer,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum RenderTarget {
     /// An Istio `WasmPlugin` (extensions.istio.io/v1alpha1).
@@ -122,8 +144,21 @@ fn main() -> ExitCode {
         Command::Eval { policy, connection: Some(connection), .. } => return eval_connection(&policy, &connection),
         Command::Eval { .. } => return ExitCode::from(2),
         Command::Replay { policy, logs } => replay(&policy, &logs),
-        Command::Render { what, policy, url, name, namespace, selectors, out } => {
-            render(what, &policy, url, &name, &namespace, &selectors, out.as_deref())
+        Command::Render { what, policy, url, name, namespace, selectors, plugin_type, mode, out } => {
+            use harness::render::{PluginType, TrafficMode, WasmPluginOptions};
+            let options = WasmPluginOptions {
+                plugin_type: match plugin_type {
+                    PluginTypeArg::Http => PluginType::Http,
+                    PluginTypeArg::Network => PluginType::Network,
+                },
+                mode: match mode {
+                    ModeArg::Auto => None,
+                    ModeArg::Server => Some(TrafficMode::Server),
+                    ModeArg::Client => Some(TrafficMode::Client),
+                    ModeArg::ClientAndServer => Some(TrafficMode::ClientAndServer),
+                },
+            };
+            render(what, &policy, url, &name, &namespace, &selectors, &options, out.as_deref())
         }
         Command::Up { policy, json, outbound: false } => harness::demo::up(policy.as_deref(), json),
         Command::Up { policy, json, outbound: true } => harness::egress_demo::up(policy.as_deref(), json),
@@ -302,6 +337,7 @@ fn replay(policy_path: &Path, logs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line flag
 fn render(
     what: RenderTarget,
     policy_path: &Path,
@@ -309,6 +345,7 @@ fn render(
     name: &str,
     namespace: &str,
     selectors: &[String],
+    options: &harness::render::WasmPluginOptions,
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     // Never render a policy the filter would refuse.
@@ -320,7 +357,7 @@ fn render(
     match what {
         RenderTarget::Wasmplugin => {
             let url = url.unwrap_or_else(|| "oci://ghcr.io/meshguard/meshguard:0.1.0".to_string());
-            print!("{}", harness::render::wasm_plugin(&value, &url, name, namespace, selectors)?);
+            print!("{}", harness::render::wasm_plugin(&value, &url, name, namespace, selectors, options)?);
         }
         RenderTarget::Compose => {
             let Some(out) = out else { anyhow::bail!("render compose needs --out DIR") };

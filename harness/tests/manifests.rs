@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use harness::render::{PluginType, WasmPluginOptions};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -116,6 +117,20 @@ fn check_wasm_plugin(manifest: &Value, source: &str) {
     assert_eq!(spec["pluginName"], plugin_name, "{source}");
     policy::Policy::from_value(spec["pluginConfig"].clone())
         .unwrap_or_else(|e| panic!("{source}: pluginConfig refused:\n{e}"));
+    // Istio installs a plugin on a gateway only in mode CLIENT (or CLIENT_AND_SERVER, or no
+    // mode): it classes every gateway listener as CLIENT. SERVER would be silently ignored.
+    let gateway = spec["selector"]["matchLabels"]["istio"].as_str().is_some_and(|v| v.ends_with("gateway"));
+    let modes: Vec<&str> = spec["match"].as_array().into_iter().flatten().filter_map(|m| m["mode"].as_str()).collect();
+    if gateway {
+        assert!(!modes.contains(&"SERVER"), "{source}: mode SERVER never reaches a gateway");
+    }
+    // A policy with an identity check for every listener must not run on a sidecar's outbound
+    // side, where the downstream is the local app: that would deny every request it sends.
+    let identity_everywhere = !spec["pluginConfig"]["identity"].is_null()
+        && spec["pluginConfig"]["identity"]["appliesTo"].as_str().unwrap_or("all") == "all";
+    if identity_everywhere && !gateway {
+        assert_eq!(modes, ["SERVER"], "{source}: an identity check for every listener belongs on SERVER only");
+    }
 }
 
 fn yaml(path: &Path) -> Value {
@@ -147,13 +162,66 @@ fn shipped_wasm_plugins_are_valid() {
 #[test]
 fn rendered_wasm_plugins_are_valid() {
     let value = harness::policy_file::load_value(&root().join("envoy-config/policies/demo.yaml")).unwrap();
-    let text =
-        harness::render::wasm_plugin(&value, "oci://example/meshguard:1", "meshguard", "default", &["app=api".into()])
-            .unwrap();
+    let opts = WasmPluginOptions::default();
+    let text = harness::render::wasm_plugin(
+        &value,
+        "oci://example/meshguard:1",
+        "meshguard",
+        "default",
+        &["app=api".into()],
+        &opts,
+    )
+    .unwrap();
     let manifest: Value = serde_norway::from_str(&text).unwrap();
     check_wasm_plugin(&manifest, "rendered demo.yaml");
     assert_eq!(manifest["spec"]["pluginConfig"], value);
     assert_eq!(manifest["spec"]["selector"]["matchLabels"]["app"], "api");
+    assert_eq!(manifest["spec"]["match"][0]["mode"], "SERVER", "identity: the sidecar's inbound side");
+
+    // On a gateway: CLIENT, the only mode Istio matches there.
+    let text = harness::render::wasm_plugin(
+        &value,
+        "oci://x/m:1",
+        "meshguard",
+        "istio-system",
+        &["istio=ingressgateway".into()],
+        &opts,
+    )
+    .unwrap();
+    let manifest: Value = serde_norway::from_str(&text).unwrap();
+    check_wasm_plugin(&manifest, "rendered demo.yaml for a gateway");
+    assert_eq!(manifest["spec"]["match"][0]["mode"], "CLIENT");
+
+    // Egress: CLIENT, as HTTP and as NETWORK.
+    let egress = harness::policy_file::load_value(&root().join("envoy-config/policies/egress.yaml")).unwrap();
+    for plugin_type in [PluginType::Http, PluginType::Network] {
+        let opts = WasmPluginOptions { plugin_type, mode: None };
+        let text = harness::render::wasm_plugin(&egress, "oci://x/m:1", "meshguard-egress", "web", &[], &opts).unwrap();
+        let manifest: Value = serde_norway::from_str(&text).unwrap();
+        check_wasm_plugin(&manifest, &format!("rendered egress.yaml as {plugin_type:?}"));
+        assert_eq!(manifest["spec"]["match"][0]["mode"], "CLIENT");
+    }
+    // A network plugin without an egress check would check nothing: refused.
+    let opts = WasmPluginOptions { plugin_type: PluginType::Network, mode: None };
+    assert!(harness::render::wasm_plugin(&value, "oci://x/m:1", "m", "default", &[], &opts).is_err());
+}
+
+#[test]
+fn auto_mode_follows_the_policy() {
+    use harness::render::{auto_mode, TrafficMode};
+    let http = PluginType::Http;
+    let v = |j: Value| j;
+    assert_eq!(auto_mode(&v(serde_json::json!({"identity": {}})), &[], http), TrafficMode::Server);
+    assert_eq!(auto_mode(&v(serde_json::json!({"hygiene": {}})), &[], http), TrafficMode::Server);
+    assert_eq!(auto_mode(&v(serde_json::json!({"egress": {}})), &[], http), TrafficMode::Client);
+    assert_eq!(
+        auto_mode(&v(serde_json::json!({"identity": {"appliesTo": "inbound"}, "egress": {}})), &[], http),
+        TrafficMode::ClientAndServer
+    );
+    assert_eq!(
+        auto_mode(&v(serde_json::json!({"identity": {}})), &["istio=egressgateway".into()], http),
+        TrafficMode::Client
+    );
 }
 
 #[test]
