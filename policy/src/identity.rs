@@ -181,6 +181,14 @@ impl PeerIdentity {
         principal: Option<&SpiffeId>,
         include_dry_run: bool,
     ) -> RouteOutcome<'r> {
+        // An authority that is not a host cannot be matched against the rules that name hosts,
+        // and on a sidecar (one catch-all virtual host) it still reaches the app: refused, or a
+        // malformed Host would step around every host-restricted rule.
+        if input.host.is_none() {
+            if let Some(rule) = self.rules.iter().find(|r| (include_dry_run || r.enforced) && r.route.has_hosts()) {
+                return RouteOutcome::Deny(&rule.id, ReasonCode::PeerIdentityAuthorityInvalid);
+            }
+        }
         let mut first_allow: Option<&str> = None;
         let mut allowed = false;
         for rule in self.rules.iter().filter(|r| include_dry_run || r.enforced) {

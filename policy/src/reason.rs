@@ -72,6 +72,9 @@ reason_codes! {
     /// The policy takes the identity from x-forwarded-client-cert and that header is missing
     /// or cannot be parsed.
     PeerIdentityXfccInvalid => "peer_identity_xfcc_invalid", PeerIdentity;
+    /// Rules name hosts and the request's authority is not a host (userinfo, a bad port, a
+    /// character no host has, a non-canonical IP spelling): it could not be matched safely.
+    PeerIdentityAuthorityInvalid => "peer_identity_authority_invalid", PeerIdentity;
     /// Content-Length repeated, comma-merged or not a decimal number: two parsers can frame the body differently.
     HygieneContentLengthInvalid => "hygiene_content_length_invalid", Hygiene;
     /// Transfer-Encoding other than exactly `chunked`, or together with Content-Length (CL.TE / TE.CL smuggling).

@@ -13,8 +13,11 @@ pub fn is_tchar(b: u8) -> bool {
 /// The parts of a request that routes match on, normalised once per request.
 #[derive(Debug, Clone)]
 pub struct RouteInput<'a> {
-    /// Lowercase host, port and one trailing dot removed.
-    pub host: Vec<u8>,
+    /// The host as [`crate::host`] parses it (lowercase, port and one trailing dot removed,
+    /// an IP literal in its one canonical text), or `None` when the authority is not a host
+    /// (userinfo, a bad port, stray characters, a non-canonical IP spelling...): such a request
+    /// matches no host-restricted rule, and the checks decide what that means (fail closed).
+    pub host: Option<Vec<u8>>,
     /// The canonical path (see [`crate::path`]).
     pub path: std::borrow::Cow<'a, [u8]>,
     pub method: &'a [u8],
@@ -22,21 +25,10 @@ pub struct RouteInput<'a> {
 
 impl<'a> RouteInput<'a> {
     pub fn new(authority: &[u8], path: &'a [u8], method: &'a [u8]) -> Self {
-        Self { host: normalize_host(authority), path: crate::path::canonical(path), method }
+        let host =
+            crate::host::parse_authority(authority).ok().and_then(|a| a.host.match_key()).map(String::into_bytes);
+        Self { host, path: crate::path::canonical(path), method }
     }
-}
-
-/// `API.Example.com.:8443` → `api.example.com`; `[::1]:80` → `[::1]`.
-pub fn normalize_host(authority: &[u8]) -> Vec<u8> {
-    let host = if authority.first() == Some(&b'[') {
-        let end = authority.iter().position(|&b| b == b']').map_or(authority.len(), |e| e + 1);
-        authority.get(..end).unwrap_or_default()
-    } else {
-        let end = authority.iter().rposition(|&b| b == b':').unwrap_or(authority.len());
-        authority.get(..end).unwrap_or_default()
-    };
-    let host = host.strip_suffix(b".").unwrap_or(host);
-    host.to_ascii_lowercase()
 }
 
 #[derive(Debug)]
@@ -111,10 +103,18 @@ impl RouteMatch {
         m
     }
 
+    /// Whether the rule names hosts (and so cannot decide about a request whose authority is
+    /// not a host).
+    pub fn has_hosts(&self) -> bool {
+        !(self.exact_hosts.is_empty() && self.host_suffixes.is_empty())
+    }
+
     pub fn matches(&self, input: &RouteInput<'_>) -> bool {
-        let host_ok = (self.exact_hosts.is_empty() && self.host_suffixes.is_empty())
-            || self.exact_hosts.contains(&input.host)
-            || self.host_suffixes.iter().any(|s| input.host.ends_with(s) && input.host.len() > s.len());
+        let host_ok = !self.has_hosts()
+            || input.host.as_ref().is_some_and(|host| {
+                self.exact_hosts.contains(host)
+                    || self.host_suffixes.iter().any(|s| host.ends_with(s) && host.len() > s.len())
+            });
         host_ok
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(&input.path)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.as_slice() == input.method))

@@ -190,6 +190,38 @@ fn deny_beats_allow_and_allow_lists_close_the_route() {
 }
 
 #[test]
+fn a_malformed_authority_cannot_step_around_host_rules() {
+    // Ops may call the admin API of api.*; nobody else. On a sidecar every Host reaches the app
+    // (one catch-all virtual host), so a Host that no host rule can match must not fall through
+    // to the default action.
+    let p = policy(json!({"version": 1, "identity": {"rules": [
+        {"id": "ops-admin", "action": "allow", "match": {"hosts": ["api.default.svc.cluster.local"], "paths": [{"prefix": "/admin"}]}, "principals": [ADMIN]}
+    ]}}));
+    let admin = |authority: &str, who: &str| Req::new("GET", "/admin").mtls(Some(who)).authority(authority).eval(&p).0;
+    assert_eq!(admin("api.default.svc.cluster.local", ADMIN), None);
+    assert_eq!(admin("API.default.svc.cluster.local.:8080", ADMIN), None, "normalized first");
+    assert_eq!(admin("api.default.svc.cluster.local", WEB), Some(ReasonCode::PeerIdentityPrincipalNotAllowed));
+    assert_eq!(admin("other.svc", WEB), None, "another host: no rule covers it");
+    for hostile in [
+        "api.default.svc.cluster.local@evil",
+        "evil@api.default.svc.cluster.local",
+        "api.default.svc.cluster.local:abc",
+        "api.default.svc.cluster.local:08080",
+        "api.default.svc.cluster.local,other.svc",
+        "api.default.svc.cluster.local other",
+        "api..default.svc.cluster.local",
+        "0x7f.1",
+        "[::1",
+        "",
+    ] {
+        assert_eq!(admin(hostile, WEB), Some(ReasonCode::PeerIdentityAuthorityInvalid), "{hostile:?}");
+        assert_eq!(Req::new("GET", "/admin").mtls(Some(WEB)).authority(hostile).rule(&p).as_deref(), Some("ops-admin"));
+    }
+    // Without host rules the authority does not matter to this check.
+    assert_eq!(Req::new("GET", "/api/items").mtls(Some(WEB)).authority("a@b").eval(&routes_policy()).0, None);
+}
+
+#[test]
 fn default_deny() {
     let p = policy(json!({"version": 1, "identity": {"defaultAction": "deny", "rules": [
         {"id": "web", "action": "allow", "match": {"hosts": ["*.default.svc.cluster.local"]}, "principals": [WEB]}
