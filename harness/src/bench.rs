@@ -10,7 +10,18 @@
 //! - `no-op wasm`: a Proxy-Wasm filter that does nothing (`filter/noop`), delivered the same way:
 //!   the cost of the Wasm machinery (VM entry, contexts);
 //! - `meshguard (demo policy)`: meshguard.wasm with the demo policy (peer identity and four
-//!   route rules), allowed requests not logged (as in production: denies are always logged).
+//!   route rules), allowed requests not logged (as in production: denies are always logged);
+//! - `no filter, 30 headers` and `meshguard gateway-strict, 30 headers`: thirty ordinary
+//!   browser and API headers and a query string on every request
+//!   ([`policy::samples::ORDINARY_30`]), without the filter and with every request-hygiene
+//!   guard of the `gateway-strict` preset (envoy-config/policies/gateway-strict.yaml);
+//! - `no filter, outbound` and `meshguard egress 10k hosts, outbound`: the sidecar's
+//!   OUTBOUND side (plaintext from the local app, routed by Host), without the filter and with
+//!   an egress allowlist of 10,000 hosts and 1,000 source patterns
+//!   ([`policy::samples::scale_egress`]) plus the rule that admits the request.
+//!
+//! Each row's ratio and added CPU are against its own baseline row (the `no filter` row with
+//! the same traffic).
 //!
 //! All the scenarios' Envoys run at once, pinned to one core with the load generator on the
 //! other(s), and are measured in round-robin windows after a warm-up; the table shows each
@@ -28,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::client::{self, Request};
-use crate::mesh::{ensure_wasm, Mesh, MeshOptions, SIDECAR_INBOUND_TEMPLATE};
+use crate::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions, SIDECAR_INBOUND_TEMPLATE, SIDECAR_OUTBOUND_TEMPLATE};
 use crate::policy_file::load_value;
 use crate::Result;
 
@@ -67,6 +78,29 @@ pub struct Scenario {
     /// Extra request headers on every request (beyond host, x-request-id).
     pub headers: Vec<(String, String)>,
     pub path: String,
+    /// The Envoy: a sidecar's inbound side (mTLS as workload `web`) or its outbound side
+    /// (plaintext from the local app, to `authority`).
+    pub kind: MeshKind,
+    /// The request's authority (default: the client's).
+    pub authority: Option<String>,
+    /// The row (index into the scenario list) this one is compared with.
+    pub baseline: usize,
+}
+
+impl Scenario {
+    /// A scenario on the sidecar's inbound side: `GET /api/items`, no extra headers,
+    /// compared with the first row.
+    pub fn inbound(name: &str, filter: Filter) -> Self {
+        Scenario {
+            name: name.to_string(),
+            filter,
+            headers: Vec::new(),
+            path: "/api/items".to_string(),
+            kind: MeshKind::SidecarInbound,
+            authority: None,
+            baseline: 0,
+        }
+    }
 }
 
 /// The measured cost of one scenario: `requests` per window, one (CPU, wall) per window.
@@ -112,31 +146,55 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
     let mut demo = load_value(&root.join("envoy-config/policies/demo.yaml"))?;
     demo["decisionLog"]["allowSampleRate"] = 0.0.into();
     let demo = demo.to_string();
-    let plain = |name: &str, filter: Filter| Scenario {
-        name: name.to_string(),
-        filter,
-        headers: Vec::new(),
-        path: "/api/items".to_string(),
+    let gateway_strict = crate::policy_file::load_json(&root.join("envoy-config/policies/gateway-strict.yaml"))?;
+    // 10,000 hosts and 1,000 source patterns, and the rule that admits the bench's requests
+    // (sources: the local workload, spiffe://cluster.local/ns/web/sa/web).
+    let mut allow = policy::samples::scale_egress_rules(1000, 10);
+    allow.push(serde_json::json!({
+        "id": "bench", "hosts": ["api.example.com"], "ports": [80],
+        "sources": ["spiffe://cluster.local/ns/web/sa/*"],
+    }));
+    let egress = serde_json::json!({"version": 1, "egress": {"allow": allow}}).to_string();
+
+    let thirty = |s: Scenario| Scenario {
+        headers: policy::samples::ORDINARY_30.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        path: "/api/items?page=2&sort=-price".to_string(),
+        baseline: 3,
+        ..s
+    };
+    let outbound = |s: Scenario| Scenario {
+        kind: MeshKind::SidecarOutbound,
+        authority: Some("api.example.com".to_string()),
+        path: "/v1/items?page=2".to_string(),
+        baseline: 5,
+        ..s
     };
     Ok(vec![
-        plain("no filter", Filter::None),
-        plain("no-op wasm", Filter::Noop),
-        plain("meshguard (demo policy)", Filter::Meshguard { policy_json: demo }),
+        Scenario::inbound("no filter", Filter::None),
+        Scenario::inbound("no-op wasm", Filter::Noop),
+        Scenario::inbound("meshguard (demo policy)", Filter::Meshguard { policy_json: demo }),
+        thirty(Scenario::inbound("no filter, 30 headers", Filter::None)),
+        thirty(Scenario::inbound(
+            "meshguard gateway-strict, 30 headers",
+            Filter::Meshguard { policy_json: gateway_strict },
+        )),
+        outbound(Scenario::inbound("no filter, outbound", Filter::None)),
+        outbound(Scenario::inbound("meshguard egress 10k hosts, outbound", Filter::Meshguard { policy_json: egress })),
     ])
 }
 
-/// The sidecar template without the Wasm filter (its `config_discovery` block removed).
-fn template_without_filter() -> Result<String> {
-    let start = SIDECAR_INBOUND_TEMPLATE.find("          - name: default.meshguard\n");
-    let end = SIDECAR_INBOUND_TEMPLATE.find("          - name: envoy.filters.http.router\n");
+/// A sidecar template without the meshguard HTTP filter (its `config_discovery` block removed).
+fn template_without_filter(template: &str) -> Result<String> {
+    let start = template.find("          - name: default.meshguard\n");
+    let end = template.find("          - name: envoy.filters.http.router\n");
     match (start, end) {
         (Some(s), Some(e)) if s < e => {
-            let mut t = String::with_capacity(SIDECAR_INBOUND_TEMPLATE.len());
-            t.push_str(SIDECAR_INBOUND_TEMPLATE.get(..s).unwrap_or_default());
-            t.push_str(SIDECAR_INBOUND_TEMPLATE.get(e..).unwrap_or_default());
+            let mut t = String::with_capacity(template.len());
+            t.push_str(template.get(..s).unwrap_or_default());
+            t.push_str(template.get(e..).unwrap_or_default());
             Ok(t)
         }
-        _ => bail!("envoy-config/sidecar-inbound.yaml no longer has the filter block the benchmark removes"),
+        _ => bail!("the sidecar template no longer has the filter block the benchmark removes"),
     }
 }
 
@@ -204,8 +262,12 @@ fn process_cpu(pid: u32) -> Result<Duration> {
 }
 
 fn send_load(mesh: &Mesh, scenario: &Scenario, count: usize, per_connection: usize) -> Result<()> {
-    let tls = mesh.tls("web")?;
+    // The outbound side is plaintext from the local app.
+    let tls = if scenario.kind == MeshKind::SidecarOutbound { None } else { Some(mesh.tls("web")?) };
     let mut one = Request::get(&scenario.path).with_header("x-request-id", "bench");
+    if let Some(authority) = &scenario.authority {
+        one = one.with_authority(authority);
+    }
     for (name, value) in &scenario.headers {
         one = one.with_header(name, value);
     }
@@ -220,7 +282,7 @@ fn send_load(mesh: &Mesh, scenario: &Scenario, count: usize, per_connection: usi
         // The last request of the batch closes the connection, which ends the exchange.
         let last = String::from_utf8_lossy(&one).replacen("\r\n", "\r\nconnection: close\r\n", 1);
         raw.extend_from_slice(last.as_bytes());
-        let exchange = client::send_raw_all(mesh.listener_addr(), Some(&tls), &raw, Duration::from_secs(10))?;
+        let exchange = client::send_raw_all(mesh.listener_addr(), tls.as_ref(), &raw, Duration::from_secs(10))?;
         let ok = exchange.responses.iter().filter(|r| r.status == 200).count();
         if ok != batch {
             let statuses: Vec<u16> = exchange.responses.iter().map(|r| r.status).take(5).collect();
@@ -233,11 +295,15 @@ fn send_load(mesh: &Mesh, scenario: &Scenario, count: usize, per_connection: usi
 
 /// Starts one scenario's Envoy and warms it up.
 fn start_scenario(scenario: &Scenario, load: Load, scratch: &std::path::Path) -> Result<Mesh> {
-    let mut options = MeshOptions::default();
+    let mut options = MeshOptions { kind: scenario.kind, ..MeshOptions::default() };
     match &scenario.filter {
         Filter::None => {
             let template = scratch.join(format!("no-filter-{}.yaml", crate::unique_name("t")));
-            fs::write(&template, template_without_filter()?)?;
+            let full = match scenario.kind {
+                MeshKind::SidecarOutbound => SIDECAR_OUTBOUND_TEMPLATE,
+                _ => SIDECAR_INBOUND_TEMPLATE,
+            };
+            fs::write(&template, template_without_filter(full)?)?;
             options.envoy_template = Some(template);
             options.allow_rejected_policy = true; // there is no plugin to accept anything
             options.wasm = Some(ensure_wasm()?);
@@ -287,14 +353,14 @@ pub fn run(scenarios: &[Scenario], load: Load) -> Result<Vec<Measurement>> {
     Ok(rows)
 }
 
-/// The table: one row per measurement, ratios against the first row.
-pub fn table(rows: &[Measurement]) -> String {
-    let base = rows.first().map(Measurement::cpu_us_per_request).unwrap_or(0.0);
+/// The table: one row per measurement, ratios against each row's baseline row.
+pub fn table(scenarios: &[Scenario], rows: &[Measurement]) -> String {
     let mut out = format!(
         "{:<40} {:>8} {:>11} {:>13} {:>8} {:>9} {:>8}\n",
         "scenario", "requests", "CPU us/req", "(min-max)", "ratio", "+us/req", "req/s"
     );
-    for m in rows {
+    for (s, m) in scenarios.iter().zip(rows) {
+        let base = rows.get(s.baseline).map(Measurement::cpu_us_per_request).unwrap_or(0.0);
         let per = m.cpu_us_per_request();
         let (lo, hi) = m.spread();
         let ratio = if base > 0.0 { per / base } else { 0.0 };
@@ -318,7 +384,7 @@ mod tests {
 
     #[test]
     fn the_no_filter_template_keeps_the_router_and_drops_only_the_wasm_filter() {
-        let t = template_without_filter().unwrap();
+        let t = template_without_filter(SIDECAR_INBOUND_TEMPLATE).unwrap();
         assert!(!t.contains("default.meshguard") && !t.contains("config_discovery"));
         assert!(t.contains("envoy.filters.http.router"));
         assert_eq!(
@@ -326,6 +392,10 @@ mod tests {
             9,
             "only the 9 lines of the filter entry go"
         );
+        // Outbound: the HTTP filter goes, the network filter on the TLS listener stays.
+        let t = template_without_filter(SIDECAR_OUTBOUND_TEMPLATE).unwrap();
+        assert!(!t.contains("default.meshguard\n") && t.contains("default.meshguard-tcp"));
+        assert!(t.contains("envoy.filters.http.router"));
     }
 
     #[test]

@@ -382,18 +382,17 @@ fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> anyhow::Result
             print_policy_error(path, &e);
             return Ok(ExitCode::from(2));
         }
-        scenarios.push(bench::Scenario {
-            name: format!("meshguard ({})", path.file_name().unwrap_or_default().to_string_lossy()),
-            filter: bench::Filter::Meshguard { policy_json: harness::policy_file::load_json(path)? },
-            headers: Vec::new(),
-            path: "/api/items".to_string(),
-        });
+        scenarios.push(bench::Scenario::inbound(
+            &format!("meshguard ({})", path.file_name().unwrap_or_default().to_string_lossy()),
+            bench::Filter::Meshguard { policy_json: harness::policy_file::load_json(path)? },
+        ));
     }
     let rows = bench::run(&scenarios, load)?;
     println!(
-        "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 over mTLS, keep-alive:",
+        "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 keep-alive \
+         (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline:",
         harness::envoy::PINNED_VERSION
     );
-    print!("{}", bench::table(&rows));
+    print!("{}", bench::table(&scenarios, &rows));
     Ok(ExitCode::SUCCESS)
 }

@@ -11,34 +11,6 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use policy::connection::OwnedConnection;
 use policy::request::{OwnedDirection, OwnedRequest};
 use policy::Policy;
-use serde_json::json;
-
-/// `rules` rules of `hosts_per_rule` hosts each (even: exact `h<j>.svc<i>.example.com`, odd:
-/// `*.w<j>.svc<i>.example.org`) and one source pattern each
-/// (`spiffe://cluster.local/ns/ns<i>/sa/*`).
-pub fn scale_policy(rules: usize, hosts_per_rule: usize) -> serde_json::Value {
-    let allow: Vec<serde_json::Value> = (0..rules)
-        .map(|i| {
-            let hosts: Vec<String> =
-                (0..hosts_per_rule)
-                    .map(|j| {
-                        if j % 2 == 0 {
-                            format!("h{j}.svc{i}.example.com")
-                        } else {
-                            format!("*.w{j}.svc{i}.example.org")
-                        }
-                    })
-                    .collect();
-            json!({
-                "id": format!("rule-{i}"),
-                "hosts": hosts,
-                "ports": [80, 443],
-                "sources": [format!("spiffe://cluster.local/ns/ns{i}/sa/*")],
-            })
-        })
-        .collect();
-    json!({"version": 1, "egress": {"allow": allow}})
-}
 
 fn request(authority: &str, ns: &str) -> OwnedRequest {
     OwnedRequest {
@@ -55,7 +27,7 @@ fn request(authority: &str, ns: &str) -> OwnedRequest {
 }
 
 fn bench(c: &mut Criterion) {
-    let bytes = scale_policy(1000, 10).to_string().into_bytes();
+    let bytes = policy::samples::scale_egress(1000, 10).to_string().into_bytes();
     let mut g = c.benchmark_group("egress_10k_hosts_1k_patterns");
     g.sample_size(20);
     g.bench_function("compile", |b| b.iter(|| Policy::from_json(black_box(&bytes)).unwrap()));

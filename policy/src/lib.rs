@@ -27,6 +27,7 @@ pub mod principals;
 pub mod reason;
 pub mod request;
 pub mod route;
+pub mod samples;
 pub mod spiffe;
 pub mod xfcc;
 

@@ -349,15 +349,8 @@ fn egress_gateway_with_mtls_source_identity() -> Result<()> {
 #[test]
 #[ignore]
 fn in_envoy_compile_time_at_scale() -> Result<()> {
-    let allow: Vec<Value> = (0..1000)
-        .map(|i| {
-            let hosts: Vec<String> = (0..10)
-                .map(|j| if j % 2 == 0 { format!("h{j}.svc{i}.example.com") } else { format!("*.w{j}.svc{i}.example.org") })
-                .collect();
-            json!({"id": format!("rule-{i}"), "hosts": hosts, "sources": [format!("spiffe://cluster.local/ns/ns{i}/sa/*")]})
-        })
-        .chain(std::iter::once(json!({"id": "api", "hosts": ["api.example.com"]})))
-        .collect();
+    let mut allow = policy::samples::scale_egress_rules(1000, 10);
+    allow.push(json!({"id": "api", "hosts": ["api.example.com"]}));
     let big = json!({"version": 1, "egress": {"allow": allow}});
     let text = big.to_string();
     let mesh = start(MeshKind::SidecarOutbound, sidecar_policy())?;
