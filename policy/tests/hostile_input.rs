@@ -82,12 +82,89 @@ impl Gen {
         }
         out
     }
+
+    /// Mostly pieces of hosts, authorities and host patterns (IPv4 in every radix, IPv6 with
+    /// embedded IPv4 and zones, metadata and localhost names, ports, wildcards), sometimes any
+    /// byte; a `\n` splits a pattern from a peer's host.
+    fn host_input(&mut self) -> Vec<u8> {
+        const PIECES: &[&[u8]] = &[
+            b"*.",
+            b"\n",
+            b".",
+            b":",
+            b"::",
+            b"[",
+            b"]",
+            b"%25",
+            b"%",
+            b"eth0",
+            b"@",
+            b"0",
+            b"1",
+            b"9",
+            b"00",
+            b"0x",
+            b"0X",
+            b"7f",
+            b"fF",
+            b"127",
+            b"255",
+            b"256",
+            b"4294967295",
+            b"4294967296",
+            b"169.254",
+            b"169",
+            b"254",
+            b"0251",
+            b"0xa9fe",
+            b"a9fe",
+            b"100.100.100.200",
+            b"ffff",
+            b"::ffff:",
+            b"64:ff9b::",
+            b"fd00:ec2::254",
+            b"fe80",
+            b"localhost",
+            b"LocalHost",
+            b"metadata",
+            b"google.internal",
+            b"example.com",
+            b"EXAMPLE",
+            b"xn--",
+            b"a",
+            b"-",
+            b"_",
+            b"443",
+            b"65536",
+            b" ",
+            b",",
+            b"/",
+            b"\xc3\xa9",
+        ];
+        let len = self.below(16);
+        let mut out = Vec::new();
+        if self.below(4) == 0 {
+            out.extend_from_slice(b"*.");
+        }
+        for _ in 0..len {
+            if self.below(12) == 0 {
+                out.push(self.next() as u8);
+            } else {
+                out.extend_from_slice(PIECES[self.below(PIECES.len())]);
+            }
+        }
+        out
+    }
 }
 
 fn run(name: &str, seed: u64, property: impl Fn(&[u8]) -> Result<(), String>) {
+    run_inputs(name, seed, Gen::input, property);
+}
+
+fn run_inputs(name: &str, seed: u64, input: fn(&mut Gen) -> Vec<u8>, property: impl Fn(&[u8]) -> Result<(), String>) {
     let mut gen = Gen(seed);
     for i in 0..ROUNDS {
-        let input = gen.input();
+        let input = input(&mut gen);
         if let Err(e) = property(&input) {
             panic!("{name}, round {i}: {e}\ninput: {:?}", String::from_utf8_lossy(&input));
         }
@@ -110,6 +187,32 @@ fn canonical_paths() {
     // The last one was found by the canonical_path fuzz target.
     for known in [&b"/a/./b/../../.."[..], b"", b"%2e%2E/%2e", b"/.%2e/x", b"//%2f//", b"/a?b#c", b"%%4%4440%"] {
         fuzzing::canonical_path(known).unwrap();
+    }
+}
+
+#[test]
+fn hosts() {
+    run_inputs("host", 0x5eed_0005, Gen::host_input, fuzzing::host);
+    run("host (generic input)", 0x5eed_0006, fuzzing::host);
+    for known in [
+        &b"API.Example.COM.:443"[..],
+        b"*.example.com\na.b.example.com",
+        b"*.example.com\nexample.com",
+        b"*.localhost\na.localhost",
+        b"*.google.internal\nmetadata.google.internal",
+        b"0x7f.1",
+        b"0251.0376.0251.0376",
+        b"[::ffff:169.254.169.254]:80",
+        b"[::ffff:a9fe:a9fe]",
+        b"[64:ff9b::a9fe:a9fe]",
+        b"[::a9fe:a9fe]",
+        b"[fd00:ec2::254%25eth0]",
+        b"fd00:ec2::254\n[FD00:0EC2:0::254]",
+        b"10.0.0.1\n012.0.0.1",
+        b"[::1]\n[::0.0.0.1]",
+        b"metadata\nMETADATA.",
+    ] {
+        fuzzing::host(known).unwrap();
     }
 }
 
