@@ -156,8 +156,18 @@ impl fmt::Display for Host {
 /// Names that always mean this machine (RFC 6761 `localhost.` and its subdomains, and the
 /// usual /etc/hosts aliases).
 fn is_localhost_name(name: &str) -> bool {
-    matches!(name, "localhost" | "localhost.localdomain" | "ip6-localhost" | "ip6-loopback")
-        || name.ends_with(".localhost")
+    matches!(
+        name,
+        "localhost"
+            | "localhost.localdomain"
+            | "ip6-localhost"
+            | "ip6-loopback"
+            // Red Hat's /etc/hosts aliases.
+            | "localhost4"
+            | "localhost4.localdomain4"
+            | "localhost6"
+            | "localhost6.localdomain6"
+    ) || name.ends_with(".localhost")
 }
 
 /// Names of cloud instance-metadata services.
@@ -390,6 +400,9 @@ impl HostPattern {
         if raw.contains('*') {
             return Err("a wildcard is only allowed as a leading '*.' (*.example.com)".into());
         }
+        if raw.bytes().filter(|&b| b == b':').count() == 1 && !raw.starts_with('[') {
+            return Err("a host takes no port here: list ports in the rule's ports".into());
+        }
         if raw.contains(':') && !raw.starts_with('[') {
             // A bare IPv6 address.
             return Self::exact(parse_ipv6(raw.as_bytes()).map_err(|e| format!("not a valid host: it {e}"))?);
@@ -543,6 +556,8 @@ mod tests {
             ("LOCALHOST.", HostClass::Localhost),
             ("a.localhost", HostClass::Localhost),
             ("localhost.localdomain", HostClass::Localhost),
+            ("localhost6.localdomain6", HostClass::Localhost),
+            ("LOCALHOST4", HostClass::Localhost),
             ("notlocalhost", HostClass::Name),
             ("metadata.google.internal", HostClass::Metadata),
             ("metadata.google.internal.", HostClass::Metadata),
@@ -589,5 +604,10 @@ mod tests {
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            HostPattern::parse("api.example.com:443"),
+            Err("a host takes no port here: list ports in the rule's ports".into())
+        );
+        assert!(HostPattern::parse("[::1]:443").is_err_and(|e| e.contains("no port")));
     }
 }
