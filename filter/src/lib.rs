@@ -15,8 +15,8 @@
 //! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
 //!
-//! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev>` per accepted
-//! configuration, one `meshguard: policy rejected: <path>: <message>` per error of a rejected
+//! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
+//! compile_us=<µs>` per accepted configuration (and VM), one `meshguard: policy rejected: <path>: <message>` per error of a rejected
 //! one (error level), and one `meshguard.decision {...}` JSON line per logged decision (info).
 //!
 //! Failure behaviour: a request meshguard cannot inspect (no policy, unreadable header map) is

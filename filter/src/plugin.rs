@@ -124,13 +124,27 @@ impl RootContext for PolicyRoot {
                 return false;
             }
         };
-        match Policy::from_json(&bytes) {
+        let started = hostcalls::now_unix_nanos().ok();
+        let compiled = Policy::from_json(&bytes);
+        // Wall-clock time (the host's clock), for operators sizing big policies.
+        let compile_us = match (started, hostcalls::now_unix_nanos().ok()) {
+            (Some(a), Some(b)) => b.saturating_sub(a) / 1_000,
+            _ => 0,
+        };
+        match compiled {
             Ok(policy) => {
                 let kind = match self.kind {
                     FilterKind::Http => "",
                     FilterKind::Network => " filter=network",
                 };
-                log(LogLevel::Info, &format!("meshguard: policy accepted revision={}{kind}", policy.revision()));
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "meshguard: policy accepted revision={}{kind} bytes={} compile_us={compile_us}",
+                        policy.revision(),
+                        bytes.len()
+                    ),
+                );
                 if self.kind == FilterKind::Network && !policy.has_egress() {
                     log(
                         LogLevel::Warn,
