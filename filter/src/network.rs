@@ -20,7 +20,7 @@ use proxy_wasm::types::{Action, LogLevel};
 
 use crate::hostcalls;
 use crate::metrics::{Metrics, Outcome};
-use crate::plugin::{log, outcome, peer_properties, DECISION_LOG_PREFIX};
+use crate::plugin::{log, outcome, peer_properties, record};
 use crate::properties::{self, WorkloadFacts};
 
 /// One downstream connection's view of the policy.
@@ -73,17 +73,9 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts) -> Action
     let decision = policy.evaluate_connection(&view);
     let outcome = outcome(&decision);
     metrics.connection(outcome);
-    for finding in &decision.findings {
-        metrics.finding(finding.check, finding.code, finding.enforced);
-    }
-    if policy.should_log_connection(&decision, &view) {
-        let unix_millis = hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000);
-        let line = policy.connection_log_line(&decision, &view, unix_millis);
-        let mut message = String::with_capacity(DECISION_LOG_PREFIX.len() + line.len());
-        message.push_str(DECISION_LOG_PREFIX);
-        message.push_str(&line);
-        log(LogLevel::Info, &message);
-    }
+    record(metrics, &decision, policy.should_log_connection(&decision, &view), |ms| {
+        policy.connection_log_line(&decision, &view, ms)
+    });
     if outcome == Outcome::Denied {
         return close();
     }

@@ -263,18 +263,9 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
     let decision = policy.evaluate(&view);
     let outcome = outcome(&decision);
     metrics.request(outcome);
-    for finding in &decision.findings {
-        metrics.finding(finding.check, finding.code, finding.enforced);
-    }
-
-    if policy.should_log(&decision, &view) {
-        let unix_millis = hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000);
-        let line = policy.decision_log_line(&decision, &view, unix_millis);
-        let mut message = String::with_capacity(DECISION_LOG_PREFIX.len() + line.len());
-        message.push_str(DECISION_LOG_PREFIX);
-        message.push_str(&line);
-        log(LogLevel::Info, &message);
-    }
+    record(metrics, &decision, policy.should_log(&decision, &view), |ms| {
+        policy.decision_log_line(&decision, &view, ms)
+    });
 
     if outcome != Outcome::Denied {
         apply_mutations(&decision);
@@ -293,6 +284,21 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
         log(LogLevel::Error, &format!("meshguard: local reply failed (host status {})", status.0));
     }
     Action::Pause
+}
+
+/// Count a decision's findings and, when `due`, write its decision-log line (`line` renders it
+/// from the time in Unix milliseconds). Shared by the HTTP and the network filter.
+pub(crate) fn record(metrics: &Metrics, decision: &Decision, due: bool, line: impl FnOnce(u64) -> String) {
+    for finding in &decision.findings {
+        metrics.finding(finding.check, finding.code, finding.enforced);
+    }
+    if due {
+        let line = line(hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000));
+        let mut message = String::with_capacity(DECISION_LOG_PREFIX.len() + line.len());
+        message.push_str(DECISION_LOG_PREFIX);
+        message.push_str(&line);
+        log(LogLevel::Info, &message);
+    }
 }
 
 /// Apply a strip: remove or rewrite the headers, then have Envoy pick the route again, so that

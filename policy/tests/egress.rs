@@ -563,21 +563,7 @@ fn invalid_egress_sections_name_the_field() {
 
 #[test]
 fn ten_thousand_hosts() {
-    let rules: Vec<serde_json::Value> = (0..1000)
-        .map(|i| {
-            let hosts: Vec<String> =
-                (0..10)
-                    .map(|j| {
-                        if j % 2 == 0 {
-                            format!("h{j}.svc{i}.example.com")
-                        } else {
-                            format!("*.w{j}.svc{i}.example.org")
-                        }
-                    })
-                    .collect();
-            json!({"id": format!("r{i}"), "hosts": hosts, "sources": [format!("spiffe://cluster.local/ns/ns{i}/sa/*")]})
-        })
-        .collect();
+    let rules = policy::samples::scale_egress_rules(1000, 10);
     let p = egress(json!({"allow": rules}));
     assert_eq!(Req::to("h4.svc777.example.com").workload("ns777", "x").code(&p), None);
     assert_eq!(Req::to("a.b.w3.svc999.example.org").workload("ns999", "x").code(&p), None);
