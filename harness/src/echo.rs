@@ -14,16 +14,14 @@
 //! One thread per connection; [`Echo::stop`] (or drop) closes the listener and every open
 //! connection, so nothing outlives a test.
 
-use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::server::{lock, Server, Tracker};
 use crate::Result;
 
 /// How long a connection may sit idle (or stall mid-request) before the echo closes it.
@@ -74,10 +72,6 @@ impl Received {
 
 #[derive(Default)]
 struct Shared {
-    stopping: AtomicBool,
-    next_conn: AtomicU64,
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    handlers: Mutex<Vec<JoinHandle<()>>>,
     received: Mutex<Vec<Received>>,
 }
 
@@ -85,7 +79,7 @@ struct Shared {
 pub struct Echo {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 impl std::fmt::Debug for Echo {
@@ -98,14 +92,12 @@ impl Echo {
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start() -> Result<Echo> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the echo upstream")?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let accept_shared = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name(format!("echo-accept-{}", addr.port()))
-            .spawn(move || accept_loop(listener, accept_shared))
-            .context("spawning the echo accept thread")?;
-        Ok(Echo { addr, shared, accept: Some(accept) })
+        let conn_shared = Arc::clone(&shared);
+        let server = Server::start(listener, "echo", move |stream, tracker| {
+            let _ = serve_connection(stream, &conn_shared, tracker);
+        })?;
+        Ok(Echo { addr: server.addr(), shared, server })
     }
 
     /// The address it listens on.
@@ -130,66 +122,18 @@ impl Echo {
 
     /// Stops accepting, closes every open connection and joins every thread. Idempotent.
     pub fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocking accept() with one last connection; it sees `stopping` and leaves.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let _ = accept.join();
-        for (_, conn) in lock(&self.shared.conns).drain() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        let handlers: Vec<JoinHandle<()>> = lock(&self.shared.handlers).drain(..).collect();
-        for handler in handlers {
-            let _ = handler.join();
-        }
+        self.server.stop();
     }
 }
 
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else {
-            continue;
-        };
-        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&shared.conns).insert(id, clone);
-        }
-        let conn_shared = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new().name(format!("echo-conn-{id}")).spawn(move || {
-            let _ = serve_connection(stream, &conn_shared);
-            lock(&conn_shared.conns).remove(&id);
-        });
-        if let Ok(handle) = spawned {
-            let mut handlers = lock(&shared.handlers);
-            handlers.retain(|h| !h.is_finished());
-            handlers.push(handle);
-        }
-    }
-}
-
-fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve_connection(stream: TcpStream, shared: &Shared, tracker: &Tracker) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if tracker.stopping() {
             return Ok(());
         }
         let request = match read_request(&mut reader, &mut writer) {

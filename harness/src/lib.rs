@@ -22,6 +22,7 @@ pub mod mesh;
 pub mod pki;
 pub mod policy_file;
 pub mod render;
+pub mod server;
 pub mod tls_echo;
 
 use std::path::{Path, PathBuf};

@@ -10,13 +10,11 @@
 //! One thread per connection; [`TlsEcho::stop`] (or drop) closes the listener and every
 //! connection.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -25,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use crate::server::{lock, Server};
 use crate::Result;
 
 /// The names the echo's certificate covers.
@@ -35,14 +34,10 @@ const IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Shared {
-    stopping: AtomicBool,
     accepted: AtomicU64,
     handshakes: AtomicU64,
     bytes: AtomicU64,
     server_names: Mutex<Vec<String>>,
-    next_conn: AtomicU64,
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    handlers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running TLS echo on `127.0.0.1:<ephemeral>`.
@@ -50,17 +45,13 @@ pub struct TlsEcho {
     addr: SocketAddr,
     ca_cert: PathBuf,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 impl std::fmt::Debug for TlsEcho {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsEcho").field("addr", &self.addr).finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TlsEcho {
@@ -79,14 +70,13 @@ impl TlsEcho {
         let config = Arc::new(config);
 
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the TLS echo")?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let accept_shared = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name(format!("tls-echo-accept-{}", addr.port()))
-            .spawn(move || accept_loop(listener, config, accept_shared))
-            .context("spawning the TLS echo accept thread")?;
-        Ok(TlsEcho { addr, ca_cert, shared, accept: Some(accept) })
+        let conn_shared = Arc::clone(&shared);
+        let server = Server::start(listener, "tls-echo", move |stream, _| {
+            conn_shared.accepted.fetch_add(1, Ordering::SeqCst);
+            let _ = serve(stream, Arc::clone(&config), &conn_shared);
+        })?;
+        Ok(TlsEcho { addr: server.addr(), ca_cert, shared, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -120,50 +110,7 @@ impl TlsEcho {
 
     /// Stops accepting, closes every connection, joins every thread. Idempotent.
     pub fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let _ = accept.join();
-        for (_, conn) in lock(&self.shared.conns).drain() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        let handlers: Vec<JoinHandle<()>> = lock(&self.shared.handlers).drain(..).collect();
-        for handler in handlers {
-            let _ = handler.join();
-        }
-    }
-}
-
-impl Drop for TlsEcho {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
-        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&shared.conns).insert(id, clone);
-        }
-        let conn_shared = Arc::clone(&shared);
-        let config = Arc::clone(&config);
-        let spawned = std::thread::Builder::new().name(format!("tls-echo-conn-{id}")).spawn(move || {
-            let _ = serve(stream, config, &conn_shared);
-            lock(&conn_shared.conns).remove(&id);
-        });
-        if let Ok(handle) = spawned {
-            let mut handlers = lock(&shared.handlers);
-            handlers.retain(|h| !h.is_finished());
-            handlers.push(handle);
-        }
+        self.server.stop();
     }
 }
 
