@@ -27,6 +27,16 @@ pub struct Pair {
 
 /// Split `raw` on `sep` outside double quotes (honouring `\"` inside quotes).
 fn split_unquoted(raw: &[u8], sep: u8) -> Result<Vec<&[u8]>, XfccError> {
+    match split_outside_quotes(raw, sep) {
+        (_, false) => Err(XfccError::UnterminatedQuote),
+        (parts, true) => Ok(parts),
+    }
+}
+
+/// Split `raw` on `sep` outside double quotes (honouring `\"` inside quotes); the flag says
+/// whether every quote was closed. Shared with the hygiene guards, so that the guards and the
+/// identity check cut a header value the same way.
+pub(crate) fn split_outside_quotes(raw: &[u8], sep: u8) -> (Vec<&[u8]>, bool) {
     let mut parts = Vec::new();
     let mut start = 0;
     let mut in_quotes = false;
@@ -46,11 +56,8 @@ fn split_unquoted(raw: &[u8], sep: u8) -> Result<Vec<&[u8]>, XfccError> {
             start = i + 1;
         }
     }
-    if in_quotes {
-        return Err(XfccError::UnterminatedQuote);
-    }
     parts.push(raw.get(start..).unwrap_or_default());
-    Ok(parts)
+    (parts, !in_quotes)
 }
 
 fn unquote(v: &[u8]) -> Vec<u8> {

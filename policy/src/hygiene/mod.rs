@@ -941,29 +941,10 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-/// The pieces of a value between commas outside double quotes (`\"` escapes inside).
+/// The pieces of a value between commas outside double quotes (`\"` escapes inside; an
+/// unclosed quote runs to the end).
 fn top_level_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    let mut start = 0;
-    let mut cuts = Vec::new();
-    for (i, &b) in v.iter().enumerate() {
-        if in_quotes {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_quotes = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            in_quotes = true;
-        } else if b == b',' {
-            cuts.push((start, i));
-            start = i + 1;
-        }
-    }
-    cuts.push((start, v.len()));
-    cuts.into_iter().map(move |(a, b)| v.get(a..b).unwrap_or_default())
+    crate::xfcc::split_outside_quotes(v, b',').0.into_iter()
 }
 
 fn has_top_level_comma(v: &[u8]) -> bool {
