@@ -63,7 +63,7 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_stop_handlers() {
+pub(crate) fn install_stop_handlers() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -103,6 +103,12 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
         println!("            curl -s http://{}/api/items   (plaintext: denied)", mesh.listener_addr());
         println!("decision log:");
     }
+    follow_until_stopped(mesh, json_out)
+}
+
+/// Print (unless `json_out`) every new decision-log line until SIGINT/SIGTERM (see
+/// [`install_stop_handlers`]), then stop the mesh: `meshguard up`, inbound and outbound.
+pub(crate) fn follow_until_stopped(mesh: Mesh, json_out: bool) -> Result<ExitCode> {
     let mut seen = 0usize;
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));

@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
@@ -53,20 +51,9 @@ pub fn describe(mesh: &Mesh) -> serde_json::Value {
     })
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_signal: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 /// `meshguard up --outbound`: run until interrupted.
 pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
+    crate::demo::install_stop_handlers();
     let mesh = start(policy)?;
     if json_out {
         println!("{}", describe(&mesh));
@@ -111,20 +98,5 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
         }
         println!("decision log:");
     }
-    let mut seen = 0usize;
-    while !STOP.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
-        let log = mesh.envoy().log_contents();
-        if !json_out {
-            for line in crate::demo::decision_lines(log.get(seen..).unwrap_or_default()) {
-                println!("  {line}");
-            }
-        }
-        seen = log.len();
-    }
-    if !json_out {
-        println!("stopping");
-    }
-    drop(mesh);
-    Ok(ExitCode::SUCCESS)
+    crate::demo::follow_until_stopped(mesh, json_out)
 }
