@@ -55,13 +55,6 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts) -> Action
     let needs = policy.needs();
     let sni = properties::requested_server_name();
     let (mtls, uri_san) = if needs.peer { peer_properties() } else { (false, None) };
-    let fetched;
-    let workload = if needs.workload && !workload.is_known() {
-        fetched = WorkloadFacts::fetch();
-        &fetched
-    } else {
-        workload
-    };
     let view = ConnectionView {
         sni: sni.as_deref(),
         destination_port: if policy.has_egress() { properties::destination_port() } else { None },

@@ -247,13 +247,8 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
     // the filter then stays what it always was, an inbound filter.
     let direction = if needs.direction { properties::direction() } else { Direction::Inbound };
     let cluster = if needs.cluster { properties::cluster_name() } else { None };
-    let fetched;
-    let workload = if needs.workload && !workload.is_known() {
-        fetched = WorkloadFacts::fetch();
-        &fetched
-    } else {
-        workload
-    };
+    // The workload comes from the node metadata, read once in on_configure: it is the proxy's
+    // own and does not change.
     let view = RequestView::new(&headers, peer, direction)
         .with_end_of_stream(end_of_stream)
         .with_tls(tls)
