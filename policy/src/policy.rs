@@ -78,6 +78,7 @@ pub struct Policy {
     hygiene: Option<RequestHygiene>,
     identity: Option<PeerIdentity>,
     egress: Option<EgressAllowlist>,
+    needs: Needs,
 }
 
 impl Policy {
@@ -124,7 +125,8 @@ impl Policy {
         if !errs.is_empty() {
             return Err(errs);
         }
-        Ok(Self { revision, mode: doc.mode, deny, log, hygiene, identity, egress })
+        let needs = needs_of(hygiene.as_ref(), identity.as_ref(), egress.as_ref());
+        Ok(Self { revision, mode: doc.mode, deny, log, hygiene, identity, egress, needs })
     }
 
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
@@ -137,19 +139,9 @@ impl Policy {
         self.mode
     }
 
+    /// The connection properties the checks read (worked out once, when compiled).
     pub fn needs(&self) -> Needs {
-        let h = self.hygiene.as_ref().map(RequestHygiene::needs).unwrap_or_default();
-        let egress = self.egress.as_ref();
-        let identity = self.identity.as_ref();
-        let peer = identity.is_some() || h.peer || egress.is_some_and(EgressAllowlist::needs_peer);
-        Needs {
-            peer,
-            mtls: peer || h.mtls,
-            tls: h.tls,
-            direction: egress.is_some() || identity.is_some_and(PeerIdentity::needs_direction),
-            cluster: egress.is_some(),
-            workload: egress.is_some_and(EgressAllowlist::needs_workload),
-        }
+        self.needs
     }
 
     /// Whether the policy has an egress section (the only check a network filter runs).
@@ -228,6 +220,23 @@ impl Policy {
     /// request was seen, handed in by the caller.
     pub fn decision_log_line(&self, decision: &Decision, req: &RequestView<'_>, unix_millis: u64) -> String {
         crate::log::record(self, &self.log, decision, req, unix_millis)
+    }
+}
+
+fn needs_of(
+    hygiene: Option<&RequestHygiene>,
+    identity: Option<&PeerIdentity>,
+    egress: Option<&EgressAllowlist>,
+) -> Needs {
+    let h = hygiene.map(RequestHygiene::needs).unwrap_or_default();
+    let peer = identity.is_some() || h.peer || egress.is_some_and(EgressAllowlist::needs_peer);
+    Needs {
+        peer,
+        mtls: peer || h.mtls,
+        tls: h.tls,
+        direction: egress.is_some() || identity.is_some_and(PeerIdentity::needs_direction),
+        cluster: egress.is_some(),
+        workload: egress.is_some_and(EgressAllowlist::needs_workload),
     }
 }
 
