@@ -210,18 +210,23 @@ fn embedded_ipv4(addr: &Ipv6Addr) -> Option<Ipv4Addr> {
     (compat || nat64).then_some(low)
 }
 
+/// What neither an authority nor a host may be: empty, non-ASCII, or with userinfo.
+fn refuse_non_hosts(raw: &[u8]) -> Result<(), HostError> {
+    if raw.is_empty() {
+        Err(HostError::Empty)
+    } else if !raw.is_ascii() {
+        Err(HostError::NonAscii)
+    } else if raw.contains(&b'@') {
+        Err(HostError::UserInfo)
+    } else {
+        Ok(())
+    }
+}
+
 /// Parse an authority (`Host` header or `:authority`): `host`, `host:port`, `[v6]`,
 /// `[v6]:port`. Userinfo, percent-encoding, whitespace and anything non-ASCII are errors.
 pub fn parse_authority(raw: &[u8]) -> Result<Authority, HostError> {
-    if raw.is_empty() {
-        return Err(HostError::Empty);
-    }
-    if !raw.is_ascii() {
-        return Err(HostError::NonAscii);
-    }
-    if raw.contains(&b'@') {
-        return Err(HostError::UserInfo);
-    }
+    refuse_non_hosts(raw)?;
     if raw.first() == Some(&b'[') {
         let close = raw.iter().position(|&b| b == b']').ok_or(HostError::BadIpv6)?;
         let inside = raw.get(1..close).unwrap_or_default();
@@ -249,15 +254,7 @@ pub fn parse_authority(raw: &[u8]) -> Result<Authority, HostError> {
 /// literal is accepted here (an SNI is never bracketed, and must never be an IP at all; the
 /// egress check then denies it as one).
 pub fn parse_host(raw: &[u8]) -> Result<Host, HostError> {
-    if raw.is_empty() {
-        return Err(HostError::Empty);
-    }
-    if !raw.is_ascii() {
-        return Err(HostError::NonAscii);
-    }
-    if raw.contains(&b'@') {
-        return Err(HostError::UserInfo);
-    }
+    refuse_non_hosts(raw)?;
     if raw.contains(&b':') {
         return parse_ipv6(raw);
     }

@@ -2,6 +2,8 @@
 //! read them: one pass over `:path` that notes every spelling some server interprets
 //! differently from another, and a strict reading of `:authority`.
 
+use crate::path::hex;
+
 /// What one pass over `:path` found. Only the path component (before `?`) is checked for
 /// encodings: the query is the app's business, escapes there are ordinary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,15 +28,6 @@ pub struct PathFacts {
     pub invalid_character: bool,
     /// Query parameters (non-empty `&`-separated pieces of the query).
     pub query_params: usize,
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Raw bytes no browser or ordinary client sends in a path (the WHATWG path percent-encode set,
