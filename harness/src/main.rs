@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use harness::policy_file::{load_policy, PolicyFileError};
-use policy::connection::OwnedConnection;
-use policy::request::OwnedRequest;
+use policy::view::connection::OwnedConnection;
+use policy::view::request::OwnedRequest;
 use serde_json::json;
 
 #[derive(Parser)]

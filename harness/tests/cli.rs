@@ -151,7 +151,7 @@ fn replay_re_decides_logged_requests_under_a_new_policy() {
     // Two logged decisions, as Envoy's log has them.
     let mut log = String::new();
     for (id, caller) in [("r1", "web"), ("r2", "batch")] {
-        let owned: policy::request::OwnedRequest = serde_json::from_str(&request(
+        let owned: policy::view::request::OwnedRequest = serde_json::from_str(&request(
             "GET",
             "/api/items?secret=x",
             Some(&format!("spiffe://cluster.local/ns/{caller}/sa/{caller}")),

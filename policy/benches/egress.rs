@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use policy::connection::OwnedConnection;
-use policy::request::{OwnedDirection, OwnedRequest};
+use policy::view::connection::OwnedConnection;
+use policy::view::request::{OwnedDirection, OwnedRequest};
 use policy::Policy;
 
 fn request(authority: &str, ns: &str) -> OwnedRequest {
@@ -21,7 +21,10 @@ fn request(authority: &str, ns: &str) -> OwnedRequest {
         headers: vec![("user-agent".into(), "bench".into()), ("accept".into(), "*/*".into())],
         direction: OwnedDirection::Outbound,
         cluster: Some(format!("outbound|80||{authority}")),
-        workload: policy::request::OwnedWorkload { namespace: Some(ns.into()), service_account: Some("app".into()) },
+        workload: policy::view::request::OwnedWorkload {
+            namespace: Some(ns.into()),
+            service_account: Some("app".into()),
+        },
         ..Default::default()
     }
 }
@@ -52,7 +55,7 @@ fn bench(c: &mut Criterion) {
         sni: Some("x.w5.svc500.example.org".into()),
         destination_port: Some(443),
         direction: OwnedDirection::Outbound,
-        workload: policy::request::OwnedWorkload {
+        workload: policy::view::request::OwnedWorkload {
             namespace: Some("ns500".into()),
             service_account: Some("app".into()),
         },

@@ -7,7 +7,7 @@
 //! mode: enforce                # or dry-run: nothing is blocked, would-denies are logged
 //! denyResponse: { status: 403, message: access denied, includeReasonCode: true }
 //! decisionLog: { allowSampleRate: 0.0, redactHeaders: [x-api-key], includeHeaders: true }
-//! hygiene:                     # request-hygiene guards, see crate::hygiene
+//! hygiene:                     # request-hygiene guards, see crate::checks::hygiene
 //!   preset: sidecar            # or gateway-strict, audit
 //!   guards: { doubleSlash: { action: reject } }
 //! identity:
@@ -22,7 +22,7 @@
 //!       action: allow
 //!       match: { hosts: [api.default.svc], paths: [{prefix: /v1/}], methods: [GET] }
 //!       principals: ["spiffe://cluster.local/ns/web/sa/*"]
-//! egress:                      # see crate::egress
+//! egress:                      # see crate::checks::egress
 //!   mode: enforce
 //!   appliesTo: outbound          # or all (egress gateway)
 //!   sourceIdentity: workload     # or peerCertificate
@@ -37,7 +37,7 @@
 
 use serde::Deserialize;
 
-pub use crate::egress::EgressDoc;
+pub use crate::checks::egress::EgressDoc;
 
 /// The policy schema version this build understands.
 pub const VERSION: u64 = 1;
@@ -52,9 +52,9 @@ pub struct PolicyDocument {
     pub deny_response: DenyResponseDoc,
     #[serde(default)]
     pub decision_log: DecisionLogDoc,
-    /// Request-hygiene guards (see [`crate::hygiene`]); they run before every other check.
+    /// Request-hygiene guards (see [`crate::checks::hygiene`]); they run before every other check.
     #[serde(default)]
-    pub hygiene: Option<crate::hygiene::doc::HygieneDoc>,
+    pub hygiene: Option<crate::checks::hygiene::doc::HygieneDoc>,
     #[serde(default)]
     pub identity: Option<IdentityDoc>,
     #[serde(default)]

@@ -6,14 +6,14 @@
 
 use std::net::Ipv4Addr;
 
+use crate::checks::egress::{AppliesTo, EgressAllowlist, EgressDoc, EgressRuleDoc};
 use crate::decision::Decision;
 use crate::document::Mode;
-use crate::egress::{AppliesTo, EgressAllowlist, EgressDoc, EgressRuleDoc};
 use crate::error::ConfigErrors;
-use crate::host::{parse_authority, parse_host, Authority, Host, HostClass, HostPattern, MAX_NAME_LEN};
-use crate::path::canonical;
-use crate::route::RouteInput;
-use crate::spiffe::SpiffeId;
+use crate::matchers::route::RouteInput;
+use crate::parse::host::{parse_authority, parse_host, Authority, Host, HostClass, HostPattern, MAX_NAME_LEN};
+use crate::parse::path::canonical;
+use crate::parse::spiffe::SpiffeId;
 use crate::{ConnectionView, Direction, Peer, Policy, RequestView};
 
 /// A valid SPIFFE ID is exactly its input, re-parses to itself, and has a trust domain.
@@ -32,8 +32,8 @@ pub fn spiffe_id(data: &[u8]) -> Result<(), String> {
 /// yields comes from the last element.
 pub fn xfcc(data: &[u8]) -> Result<(), String> {
     let values = data.split(|&b| b == b'\n');
-    if let Ok(Some(last)) = crate::xfcc::last_element(values) {
-        for uri in crate::xfcc::uris(&last) {
+    if let Ok(Some(last)) = crate::parse::xfcc::last_element(values) {
+        for uri in crate::parse::xfcc::uris(&last) {
             if uri.len() > data.len() {
                 return Err("a URI longer than the input".into());
             }
@@ -146,7 +146,7 @@ pub fn hygiene(policy: &Policy, data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Host parsing ([`crate::host`]), which sees every `:authority` and SNI. The input is an
+/// Host parsing ([`crate::parse::host`]), which sees every `:authority` and SNI. The input is an
 /// authority and a bare host; with a `\n`, the part before it is also a policy host pattern
 /// and the part after a peer's host, judged by an egress allowlist that names only that
 /// pattern. Properties:

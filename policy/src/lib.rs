@@ -11,29 +11,22 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
-pub mod connection;
+pub mod checks;
 pub mod decision;
 pub mod document;
-pub mod egress;
 pub mod error;
 pub mod fuzzing;
-pub mod host;
-pub mod hygiene;
-pub mod identity;
 pub mod log;
-pub mod path;
+pub mod matchers;
+pub mod parse;
 mod policy;
-pub mod principals;
 pub mod reason;
-pub mod request;
-pub mod route;
 pub mod samples;
-pub mod spiffe;
-pub mod xfcc;
+pub mod view;
 
-pub use connection::ConnectionView;
 pub use decision::{Decision, Finding, HeaderMutation, Remedy, Verdict};
 pub use error::{ConfigError, ConfigErrors};
 pub use policy::{DenyResponse, LogSettings, Needs, Policy};
 pub use reason::{Check, ReasonCode};
-pub use request::{Direction, Peer, RequestView, Workload};
+pub use view::connection::ConnectionView;
+pub use view::request::{Direction, Peer, RequestView, Workload};

@@ -7,10 +7,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::connection::ConnectionView;
 use crate::decision::{Decision, HeaderMutation};
 use crate::policy::{LogSettings, Policy};
-use crate::request::{RequestView, Workload};
+use crate::view::connection::ConnectionView;
+use crate::view::request::{RequestView, Workload};
 
 /// Header values that are never logged, whatever the policy says.
 pub const ALWAYS_REDACTED: &[&str] = &[
@@ -59,7 +59,7 @@ fn text(v: &[u8]) -> String {
 pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     let mut obj = Map::new();
     obj.insert("method".into(), text(req.method()).into());
-    obj.insert("path".into(), text(crate::path::without_query(req.path())).into());
+    obj.insert("path".into(), text(crate::parse::path::without_query(req.path())).into());
     obj.insert("authority".into(), text(req.authority()).into());
     obj.insert("scheme".into(), text(req.scheme()).into());
     if settings.include_headers {
@@ -76,12 +76,12 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
                     REDACTED.to_string()
                 } else if name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
                     // URLs in headers may carry query strings (and tokens in them).
-                    text(crate::path::without_query(v))
+                    text(crate::parse::path::without_query(v))
                 } else {
                     // Bytes that are not UTF-8 (obs-text) are kept exactly, in hex, so that a
                     // replay decides on what the filter saw.
                     if std::str::from_utf8(n).is_err() || std::str::from_utf8(v).is_err() {
-                        binary.push(json!([i, crate::request::to_hex(n), crate::request::to_hex(v)]));
+                        binary.push(json!([i, crate::view::request::to_hex(n), crate::view::request::to_hex(v)]));
                     }
                     text(v)
                 };
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn logged_requests_replay_byte_for_byte() {
-        use crate::request::OwnedRequest;
+        use crate::view::request::OwnedRequest;
         let settings = LogSettings { allow_per_million: 0, include_headers: true, redact: Default::default() };
         let pairs: Vec<(&[u8], &[u8])> = vec![
             (b":method", b"POST"),

@@ -2,15 +2,15 @@
 
 use std::collections::HashSet;
 
-use crate::connection::ConnectionView;
+use crate::checks::egress::{AppliesTo, EgressAllowlist};
+use crate::checks::hygiene::RequestHygiene;
+use crate::checks::identity::PeerIdentity;
 use crate::decision::Decision;
 use crate::document::{IdentityAppliesTo, Mode, PolicyDocument, VERSION};
-use crate::egress::{AppliesTo, EgressAllowlist};
 use crate::error::ConfigErrors;
-use crate::hygiene::RequestHygiene;
-use crate::identity::PeerIdentity;
 use crate::reason::ReasonCode;
-use crate::request::RequestView;
+use crate::view::connection::ConnectionView;
+use crate::view::request::RequestView;
 
 /// What a deny looks like to the client. The body names the reason code (unless the policy
 /// says not to) and the request id, never the rule or anything else from the policy.
@@ -258,7 +258,7 @@ fn compile_log(doc: &PolicyDocument, errs: &mut ConfigErrors) -> LogSettings {
     }
     let mut redact: HashSet<String> = crate::log::ALWAYS_REDACTED.iter().map(|s| s.to_string()).collect();
     for (i, name) in l.redact_headers.iter().enumerate() {
-        if name.is_empty() || !name.bytes().all(crate::route::is_tchar) {
+        if name.is_empty() || !name.bytes().all(crate::matchers::route::is_tchar) {
             errs.push(format!("decisionLog.redactHeaders[{i}]"), "must be a header name (an RFC 9110 token)");
         }
         redact.insert(name.to_ascii_lowercase());

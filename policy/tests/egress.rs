@@ -2,8 +2,8 @@
 //! (outbound sidecar, egress gateway) and TLS connections (the network filter's SNI).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use policy::connection::OwnedConnection;
-use policy::request::{OwnedDirection, OwnedRequest};
+use policy::view::connection::OwnedConnection;
+use policy::view::request::{OwnedDirection, OwnedRequest};
 use policy::{Policy, ReasonCode};
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 //! rejects or strips; then the presets, dry-run and log, strips, and configuration errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use policy::hygiene::Guard;
+use policy::checks::hygiene::Guard;
 use policy::{Decision, Direction, HeaderMutation, Peer, Policy, ReasonCode, Remedy, RequestView};
 use serde_json::{json, Value};
 

@@ -1,7 +1,7 @@
 //! The peer-identity check through the public API: policy JSON in, decision out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use policy::request::OwnedRequest;
+use policy::view::request::OwnedRequest;
 use policy::{Policy, ReasonCode};
 use serde_json::json;
 

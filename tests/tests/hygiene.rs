@@ -429,7 +429,7 @@ fn sidecar_preset_over_http1_and_http2() -> Result<()> {
         if redacted || d["code"] == "hygiene_too_many_query_params" {
             continue;
         }
-        let req: policy::request::OwnedRequest = serde_json::from_value(d["request"].clone())?;
+        let req: policy::view::request::OwnedRequest = serde_json::from_value(d["request"].clone())?;
         let pairs = req.pairs();
         let again = compiled.evaluate(&req.view(&pairs));
         let codes: Vec<&str> = again.findings.iter().map(|f| f.code.as_str()).collect();

@@ -11,10 +11,10 @@ use std::collections::HashSet;
 use crate::decision::{Decision, Finding, Remedy};
 use crate::document::{Action, IdentityAppliesTo, IdentityDoc, IdentitySource, Mode};
 use crate::error::ConfigErrors;
+use crate::matchers::route::{RouteInput, RouteMatch};
+use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::reason::{Check, ReasonCode};
-use crate::request::{Direction, RequestView};
-use crate::route::{RouteInput, RouteMatch};
-use crate::spiffe::{PrincipalPattern, SpiffeId};
+use crate::view::request::{Direction, RequestView};
 
 #[derive(Debug)]
 struct Rule {
@@ -55,7 +55,7 @@ impl PeerIdentity {
         let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
         let mut trust_domains = HashSet::new();
         for (i, td) in doc.trust_domains.iter().enumerate() {
-            if let Err(e) = crate::spiffe::validate_trust_domain(td) {
+            if let Err(e) = crate::parse::spiffe::validate_trust_domain(td) {
                 errs.push(format!("{at}.trustDomains[{i}]"), format!("not a valid trust domain: it {e}"));
             }
             trust_domains.insert(td.clone());
@@ -136,8 +136,8 @@ impl PeerIdentity {
                 // `uri: true`, the element Envoy appended to XFCC lists them all: when the last
                 // element describes this very certificate, make sure it is the only URI. This can
                 // only ever deny, so a forged element gains a client nothing.
-                if let Ok(Some(el)) = crate::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
-                    let mut uris = crate::xfcc::uris(&el);
+                if let Ok(Some(el)) = crate::parse::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
+                    let mut uris = crate::parse::xfcc::uris(&el);
                     if uris.next() == Some(uri) && uris.next().is_some() {
                         return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE));
                     }
@@ -152,12 +152,12 @@ impl PeerIdentity {
                 if !req.peer.mtls {
                     return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
                 }
-                let el = match crate::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
+                let el = match crate::parse::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
                     Ok(Some(el)) => el,
                     Ok(None) if !self.require => return Ok(None),
                     Ok(None) | Err(_) => return Err((ReasonCode::PeerIdentityXfccInvalid, SOURCE)),
                 };
-                let mut uris = crate::xfcc::uris(&el);
+                let mut uris = crate::parse::xfcc::uris(&el);
                 match (uris.next(), uris.next()) {
                     (None, _) if !self.require => return Ok(None),
                     (None, _) => return Err((ReasonCode::PeerIdentityNoUriSan, REQUIRE)),

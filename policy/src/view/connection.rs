@@ -2,7 +2,7 @@
 //! the TLS server name Envoy's `tls_inspector` read from the ClientHello, and the connection
 //! facts the egress check needs. Bytes, never assumed to be UTF-8.
 
-use crate::request::{Direction, OwnedDirection, OwnedPeer, OwnedWorkload, Peer, Workload};
+use crate::view::request::{Direction, OwnedDirection, OwnedPeer, OwnedWorkload, Peer, Workload};
 
 /// One downstream connection, seen when it opens (before any byte is forwarded).
 #[derive(Debug, Clone, Copy, Default)]

@@ -13,21 +13,23 @@ pub fn is_tchar(b: u8) -> bool {
 /// The parts of a request that routes match on, normalised once per request.
 #[derive(Debug, Clone)]
 pub struct RouteInput<'a> {
-    /// The host as [`crate::host`] parses it (lowercase, port and one trailing dot removed,
+    /// The host as [`crate::parse::host`] parses it (lowercase, port and one trailing dot removed,
     /// an IP literal in its one canonical text), or `None` when the authority is not a host
     /// (userinfo, a bad port, stray characters, a non-canonical IP spelling...): such a request
     /// matches no host-restricted rule, and the checks decide what that means (fail closed).
     pub host: Option<Vec<u8>>,
-    /// The canonical path (see [`crate::path`]).
+    /// The canonical path (see [`crate::parse::path`]).
     pub path: std::borrow::Cow<'a, [u8]>,
     pub method: &'a [u8],
 }
 
 impl<'a> RouteInput<'a> {
     pub fn new(authority: &[u8], path: &'a [u8], method: &'a [u8]) -> Self {
-        let host =
-            crate::host::parse_authority(authority).ok().and_then(|a| a.host.match_key()).map(String::into_bytes);
-        Self { host, path: crate::path::canonical(path), method }
+        let host = crate::parse::host::parse_authority(authority)
+            .ok()
+            .and_then(|a| a.host.match_key())
+            .map(String::into_bytes);
+        Self { host, path: crate::parse::path::canonical(path), method }
     }
 }
 
@@ -130,7 +132,7 @@ fn compile_path(p: &PathMatchDoc, at: &str, errs: &mut ConfigErrors) -> Option<P
     let must_be_canonical = |field: &str, v: &str| {
         if !v.starts_with('/') {
             Some(format!("{at}.{field}: must start with '/'"))
-        } else if crate::path::canonical(v.as_bytes()).as_ref() != v.as_bytes()
+        } else if crate::parse::path::canonical(v.as_bytes()).as_ref() != v.as_bytes()
             && !(field == "prefix" && v.ends_with('/'))
         {
             Some(format!("{at}.{field}: must be written in canonical form (no query, '//', dot segments or encoded unreserved characters); requests are matched on their canonical path"))

@@ -2,7 +2,7 @@
 //! read them: one pass over `:path` that notes every spelling some server interprets
 //! differently from another, and a strict reading of `:authority`.
 
-use crate::path::hex;
+use crate::parse::path::hex;
 
 /// What one pass over `:path` found. Only the path component (before `?`) is checked for
 /// encodings: the query is the app's business, escapes there are ordinary.

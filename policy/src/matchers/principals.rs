@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::spiffe::{PrincipalPattern, SpiffeId};
+use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 
 #[derive(Debug, Default)]
 struct Node {

@@ -11,7 +11,7 @@
 //!
 //! # Matching
 //!
-//! Hosts are parsed and normalized first ([`crate::host`]): lowercase, one trailing dot
+//! Hosts are parsed and normalized first ([`crate::parse::host`]): lowercase, one trailing dot
 //! removed, the port split off, IDNA names in their `xn--` form only. Then:
 //!
 //! - `api.example.com` matches that host only; `*.example.com` matches one or more labels
@@ -24,7 +24,7 @@
 //! - Of the rules that name the host, one must allow the port (the Istio cluster's, where the
 //!   request really goes, else the authority's, else 80/443 by scheme; for a connection,
 //!   `destination.port`), the method,
-//!   the canonical path ([`crate::path`]), the source identity, and, when Envoy routed the
+//!   the canonical path ([`crate::parse::path`]), the source identity, and, when Envoy routed the
 //!   request to `PassthroughCluster` or `BlackHoleCluster`, say `passthrough: true`.
 //!
 //! # Where it applies
@@ -69,16 +69,16 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
-use crate::connection::ConnectionView;
 use crate::decision::{Decision, Finding, Remedy};
 use crate::document::{Mode, PathMatchDoc, RouteMatchDoc};
 use crate::error::ConfigErrors;
-use crate::host::{parse_authority, parse_host, Host, HostClass, HostPattern};
-use crate::principals::PrincipalSet;
+use crate::matchers::principals::PrincipalSet;
+use crate::matchers::route::{RouteInput, RouteMatch};
+use crate::parse::host::{parse_authority, parse_host, Host, HostClass, HostPattern};
+use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::reason::{Check, ReasonCode};
-use crate::request::{Direction, Peer, RequestView, Workload};
-use crate::route::{RouteInput, RouteMatch};
-use crate::spiffe::{PrincipalPattern, SpiffeId};
+use crate::view::connection::ConnectionView;
+use crate::view::request::{Direction, Peer, RequestView, Workload};
 
 // ----- The document -----
 
@@ -360,7 +360,7 @@ impl EgressAllowlist {
             AppliesTo::All => SourceIdentity::PeerCertificate,
         });
         let trust_domain = doc.trust_domain.clone().unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
-        if let Err(e) = crate::spiffe::validate_trust_domain(&trust_domain) {
+        if let Err(e) = crate::parse::spiffe::validate_trust_domain(&trust_domain) {
             errs.push(format!("{at}.trustDomain"), format!("not a valid trust domain: it {e}"));
         }
         let mut check = EgressAllowlist {

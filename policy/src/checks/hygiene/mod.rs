@@ -29,18 +29,17 @@
 
 pub mod doc;
 pub mod presets;
-pub mod target;
 
 use crate::decision::{Decision, Finding, HeaderMutation, Remedy};
 use crate::document::Mode;
 use crate::error::ConfigErrors;
+use crate::matchers::route::is_tchar;
+use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::reason::{Check, ReasonCode};
-use crate::request::RequestView;
-use crate::route::is_tchar;
-use crate::spiffe::{PrincipalPattern, SpiffeId};
+use crate::view::request::RequestView;
 
+use crate::parse::target::{self, PathFacts};
 use doc::{CommonDoc, GuardAction, GuardsDoc, HygieneDoc};
-use target::PathFacts;
 
 macro_rules! guards {
     ($( $(#[$doc:meta])* $id:ident => $name:literal, $code:ident, strip: $strip:literal, trust: $trust:literal; )*) => {
@@ -559,7 +558,7 @@ impl RequestHygiene {
         if !req.peer.mtls {
             return true;
         }
-        match crate::xfcc::count_elements(req.header_all("x-forwarded-client-cert")) {
+        match crate::parse::xfcc::count_elements(req.header_all("x-forwarded-client-cert")) {
             Err(_) => true,
             Ok(0 | 1) => false,
             Ok(_) => !self.peer_forwards_xfcc(req),
@@ -575,7 +574,7 @@ impl RequestHygiene {
     fn strip(&self, g: Guard, req: &RequestView<'_>, out: &mut Vec<HeaderMutation>) {
         if g == Guard::Xfcc {
             const XFCC: &[u8] = b"x-forwarded-client-cert";
-            let last = match crate::xfcc::raw_elements(req.header_all("x-forwarded-client-cert")) {
+            let last = match crate::parse::xfcc::raw_elements(req.header_all("x-forwarded-client-cert")) {
                 Ok(elements) if req.peer.mtls => elements.last().copied(),
                 _ => None,
             };
@@ -944,7 +943,7 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 /// The pieces of a value between commas outside double quotes (`\"` escapes inside; an
 /// unclosed quote runs to the end).
 fn top_level_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    crate::xfcc::split_outside_quotes(v, b',').0.into_iter()
+    crate::parse::xfcc::split_outside_quotes(v, b',').0.into_iter()
 }
 
 fn has_top_level_comma(v: &[u8]) -> bool {

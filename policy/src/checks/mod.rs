@@ -1,0 +1,5 @@
+//! The checks, one folder each.
+
+pub mod egress;
+pub mod hygiene;
+pub mod identity;
