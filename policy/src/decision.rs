@@ -55,6 +55,25 @@ pub struct Finding {
     pub remedy: Remedy,
 }
 
+impl Finding {
+    /// A finding of the check `code` belongs to. `rule` is a policy rule id or a built-in
+    /// rule's path ([`crate::checks::builtin`]).
+    pub fn new(code: ReasonCode, rule: &str, enforced: bool, remedy: Remedy) -> Finding {
+        Finding {
+            check: code.check(),
+            code,
+            rule: rule.to_string(),
+            enforced: enforced && remedy != Remedy::Log,
+            remedy,
+        }
+    }
+
+    /// A finding that refuses the request (when enforced).
+    pub fn reject(code: ReasonCode, rule: &str, enforced: bool) -> Finding {
+        Finding::new(code, rule, enforced, Remedy::Reject)
+    }
+}
+
 /// A change the filter makes to the request headers before letting the request go on (an
 /// enforced [`Remedy::Strip`]). Names are lowercase, as Envoy keys its header map.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,8 +37,6 @@
 
 use serde::Deserialize;
 
-pub use crate::checks::egress::EgressDoc;
-
 /// The policy schema version this build understands.
 pub const VERSION: u64 = 1;
 
@@ -56,9 +54,9 @@ pub struct PolicyDocument {
     #[serde(default)]
     pub hygiene: Option<crate::checks::hygiene::doc::HygieneDoc>,
     #[serde(default)]
-    pub identity: Option<IdentityDoc>,
+    pub identity: Option<crate::checks::identity::doc::IdentityDoc>,
     #[serde(default)]
-    pub egress: Option<EgressDoc>,
+    pub egress: Option<crate::checks::egress::doc::EgressDoc>,
 }
 
 /// Enforce, or log what would have been denied and let the request through.
@@ -119,95 +117,10 @@ impl Default for DecisionLogDoc {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum IdentitySource {
-    /// The certificate the downstream presented on this connection (`connection.*`).
-    #[default]
-    PeerCertificate,
-    /// The last element of `x-forwarded-client-cert`, the one the local Envoy appended. Only
-    /// on an mTLS connection: for any other peer Envoy appends nothing, so every element
-    /// (the last included) is the client's own, and the peer counts as having no identity.
-    Xfcc,
-}
-
-/// Which listeners the identity check runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum IdentityAppliesTo {
-    /// Every request, whatever the listener's direction: nothing a control plane writes into
-    /// the listener can switch the check off.
-    #[default]
-    All,
-    /// Every request except those on listeners Envoy marks OUTBOUND (`xds.listener_direction`),
-    /// where the downstream is the local application and has no peer identity. For a policy
-    /// that also carries an egress check for a sidecar's outbound side.
-    Inbound,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub enum Action {
     #[default]
     Allow,
     Deny,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct IdentityDoc {
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    #[serde(default = "default_true")]
-    pub require_peer_identity: bool,
-    #[serde(default)]
-    pub trust_domains: Vec<String>,
-    #[serde(default)]
-    pub source: IdentitySource,
-    #[serde(default)]
-    pub applies_to: IdentityAppliesTo,
-    #[serde(default)]
-    pub default_action: Action,
-    #[serde(default)]
-    pub rules: Vec<IdentityRuleDoc>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct IdentityRuleDoc {
-    pub id: String,
-    pub action: Action,
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    #[serde(default, rename = "match")]
-    pub route: RouteMatchDoc,
-    pub principals: Vec<String>,
-}
-
-/// Which requests a rule is about. Every listed dimension must match; an empty list matches
-/// everything.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RouteMatchDoc {
-    /// `api.example.com` (exact, port ignored) or `*.example.com` (one or more labels under it).
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    #[serde(default)]
-    pub paths: Vec<PathMatchDoc>,
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-/// Exactly one of `exact`, `prefix` (segment-aware: `/api` matches `/api` and `/api/x`, not
-/// `/apix`; a prefix ending in `/` is a plain prefix) or `regex` (regex-lite syntax, anchored by
-/// the author). Always matched against the canonical path.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PathMatchDoc {
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub regex: Option<String>,
 }
 
 fn default_status() -> u16 {
@@ -216,7 +129,7 @@ fn default_status() -> u16 {
 fn default_message() -> String {
     "access denied".to_string()
 }
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 

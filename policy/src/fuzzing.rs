@@ -6,7 +6,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checks::egress::{AppliesTo, EgressAllowlist, EgressDoc, EgressRuleDoc};
+use crate::checks::egress::doc::{AppliesTo, EgressDoc, EgressRuleDoc};
+use crate::checks::egress::EgressAllowlist;
+use crate::checks::{Check, Context};
 use crate::decision::Decision;
 use crate::document::Mode;
 use crate::error::ConfigErrors;
@@ -385,7 +387,7 @@ fn allowlist(pattern: &str) -> Result<EgressAllowlist, String> {
         allow: vec![rule],
     };
     let mut errs = ConfigErrors::default();
-    let check = EgressAllowlist::compile(&doc, Mode::Enforce, "egress", &mut errs);
+    let check = EgressAllowlist::compile(&doc, &Context { policy_mode: Mode::Enforce }, &mut errs);
     if errs.is_empty() {
         Ok(check)
     } else {

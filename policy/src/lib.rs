@@ -26,7 +26,8 @@ pub mod view;
 
 pub use decision::{Decision, Finding, HeaderMutation, Remedy, Verdict};
 pub use error::{ConfigError, ConfigErrors};
-pub use policy::{DenyResponse, LogSettings, Needs, Policy};
+pub use policy::{DenyResponse, LogSettings, Policy};
 pub use reason::{Check, ReasonCode};
 pub use view::connection::ConnectionView;
 pub use view::request::{Direction, Peer, RequestView, Workload};
+pub use view::Needs;

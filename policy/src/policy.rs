@@ -2,15 +2,14 @@
 
 use std::collections::HashSet;
 
-use crate::checks::egress::{AppliesTo, EgressAllowlist};
-use crate::checks::hygiene::RequestHygiene;
-use crate::checks::identity::PeerIdentity;
+use crate::checks::egress::doc::AppliesTo;
+use crate::checks::identity::doc::IdentityAppliesTo;
+use crate::checks::Compiled;
 use crate::decision::Decision;
-use crate::document::{IdentityAppliesTo, Mode, PolicyDocument, VERSION};
+use crate::document::{Mode, PolicyDocument, VERSION};
 use crate::error::ConfigErrors;
 use crate::reason::ReasonCode;
-use crate::view::connection::ConnectionView;
-use crate::view::request::RequestView;
+use crate::view::{ConnectionView, Needs, RequestView};
 
 /// What a deny looks like to the client. The body names the reason code (unless the policy
 /// says not to) and the request id, never the rule or anything else from the policy.
@@ -50,24 +49,6 @@ pub struct LogSettings {
     pub(crate) redact: HashSet<String>,
 }
 
-/// Which connection properties the filter must fetch from Envoy for this policy: each is a
-/// host call per request, so the filter asks only for what a check will read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Needs {
-    /// `connection.mtls` and `connection.uri_san_peer_certificate`.
-    pub peer: bool,
-    /// `connection.mtls` alone (implied by `peer`).
-    pub mtls: bool,
-    /// `connection.tls_version`: whether the downstream connection is TLS at all.
-    pub tls: bool,
-    /// `xds.listener_direction`.
-    pub direction: bool,
-    /// `xds.cluster_name` (HTTP only).
-    pub cluster: bool,
-    /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
-    pub workload: bool,
-}
-
 /// A validated, compiled policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -75,9 +56,9 @@ pub struct Policy {
     mode: Mode,
     deny: DenyResponse,
     log: LogSettings,
-    hygiene: Option<RequestHygiene>,
-    identity: Option<PeerIdentity>,
-    egress: Option<EgressAllowlist>,
+    /// The compiled checks, in evaluation order (see [`crate::checks::compile_all`]).
+    checks: Vec<Box<dyn Compiled>>,
+    /// Folded over the checks once, here.
     needs: Needs,
 }
 
@@ -107,13 +88,11 @@ impl Policy {
         }
         let deny = compile_deny(&doc, &mut errs);
         let log = compile_log(&doc, &mut errs);
-        let hygiene = doc.hygiene.as_ref().map(|h| RequestHygiene::compile(h, doc.mode, "hygiene", &mut errs));
-        let identity = doc.identity.as_ref().map(|id| PeerIdentity::compile(id, doc.mode, "identity", &mut errs));
-        let egress = doc.egress.as_ref().map(|e| EgressAllowlist::compile(e, doc.mode, "egress", &mut errs));
-        if let (Some(id), Some(eg)) = (&identity, &egress) {
+        let checks = crate::checks::compile_all(&doc, &mut errs);
+        if let (Some(id), Some(eg)) = (&doc.identity, &doc.egress) {
             // On a sidecar's outbound listener the downstream is the local app, in plaintext:
             // an identity check there denies every outbound request.
-            if id.applies_to() == IdentityAppliesTo::All && eg.applies_to() == AppliesTo::Outbound {
+            if id.applies_to == IdentityAppliesTo::All && eg.applies_to == AppliesTo::Outbound {
                 errs.push(
                     "identity.appliesTo",
                     "must be inbound when the policy also has an egress check for outbound listeners \
@@ -125,8 +104,8 @@ impl Policy {
         if !errs.is_empty() {
             return Err(errs);
         }
-        let needs = needs_of(hygiene.as_ref(), identity.as_ref(), egress.as_ref());
-        Ok(Self { revision, mode: doc.mode, deny, log, hygiene, identity, egress, needs })
+        let needs = checks.iter().fold(Needs::default(), |n, c| n | c.needs());
+        Ok(Self { revision, mode: doc.mode, deny, log, checks, needs })
     }
 
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
@@ -146,7 +125,7 @@ impl Policy {
 
     /// Whether the policy has an egress section (the only check a network filter runs).
     pub fn has_egress(&self) -> bool {
-        self.egress.is_some()
+        self.checks.iter().any(|c| c.decides_connections())
     }
 
     pub fn deny_response(&self) -> &DenyResponse {
@@ -157,30 +136,24 @@ impl Policy {
     /// evaluation.
     pub fn evaluate(&self, req: &RequestView<'_>) -> Decision {
         let mut decision = Decision::default();
-        if let Some(hygiene) = &self.hygiene {
-            hygiene.evaluate(req, &mut decision);
+        for check in &self.checks {
+            check.evaluate(req, &mut decision);
             if decision.enforced() {
-                return decision;
+                break;
             }
-        }
-        if let Some(identity) = &self.identity {
-            identity.evaluate(req, &mut decision);
-        }
-        if decision.enforced() {
-            return decision;
-        }
-        if let Some(egress) = &self.egress {
-            egress.evaluate(req, &mut decision);
         }
         decision
     }
 
-    /// Decide one TLS/TCP connection as it opens (the network filter): the egress check on
-    /// its SNI. Every other check is about HTTP and does not run here.
+    /// Decide one TLS/TCP connection as it opens (the network filter): the checks that decide
+    /// connections (egress, on the SNI). Every other check is about HTTP and does not run here.
     pub fn evaluate_connection(&self, conn: &ConnectionView<'_>) -> Decision {
         let mut decision = Decision::default();
-        if let Some(egress) = &self.egress {
-            egress.evaluate_connection(conn, &mut decision);
+        for check in self.checks.iter().filter(|c| c.decides_connections()) {
+            check.evaluate_connection(conn, &mut decision);
+            if decision.enforced() {
+                break;
+            }
         }
         decision
     }
@@ -220,23 +193,6 @@ impl Policy {
     /// request was seen, handed in by the caller.
     pub fn decision_log_line(&self, decision: &Decision, req: &RequestView<'_>, unix_millis: u64) -> String {
         crate::log::record(self, &self.log, decision, req, unix_millis)
-    }
-}
-
-fn needs_of(
-    hygiene: Option<&RequestHygiene>,
-    identity: Option<&PeerIdentity>,
-    egress: Option<&EgressAllowlist>,
-) -> Needs {
-    let h = hygiene.map(RequestHygiene::needs).unwrap_or_default();
-    let peer = identity.is_some() || h.peer || egress.is_some_and(EgressAllowlist::needs_peer);
-    Needs {
-        peer,
-        mtls: peer || h.mtls,
-        tls: h.tls,
-        direction: egress.is_some() || identity.is_some_and(PeerIdentity::needs_direction),
-        cluster: egress.is_some(),
-        workload: egress.is_some_and(EgressAllowlist::needs_workload),
     }
 }
 

@@ -2,8 +2,37 @@
 
 use std::collections::HashSet;
 
-use crate::document::{PathMatchDoc, RouteMatchDoc};
+use serde::Deserialize;
+
 use crate::error::ConfigErrors;
+
+/// Which requests a rule is about. Every listed dimension must match; an empty list matches
+/// everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteMatchDoc {
+    /// `api.example.com` (exact, port ignored) or `*.example.com` (one or more labels under it).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<PathMatchDoc>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// Exactly one of `exact`, `prefix` (segment-aware: `/api` matches `/api` and `/api/x`, not
+/// `/apix`; a prefix ending in `/` is a plain prefix) or `regex` (regex-lite syntax, anchored by
+/// the author). Always matched against the canonical path.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathMatchDoc {
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+}
 
 /// RFC 9110 `tchar`.
 pub fn is_tchar(b: u8) -> bool {

@@ -1,4 +1,45 @@
-//! What the filter (or `meshguard eval`) knows about one request or connection.
+//! What the filter (or `meshguard eval`) knows about one request or connection: raw bytes as
+//! Envoy handed them over, plus the few connection facts the policy [`Needs`]. The request
+//! view computes every derived fact (pseudo-headers, the parsed authority, the canonical path,
+//! the path's confusions, the XFCC elements) at most once, on first use, with the one reader
+//! of its format in [`crate::parse`], and every check reads it from there.
 
 pub mod connection;
 pub mod request;
+
+pub use connection::ConnectionView;
+pub use request::RequestView;
+
+/// Which connection facts the filter must fetch from Envoy for this policy: each is a host
+/// call per request, so the filter asks only for what a check will read. Folded over the
+/// compiled checks once, when the policy is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// `connection.mtls` and `connection.uri_san_peer_certificate`.
+    pub peer: bool,
+    /// `connection.mtls` alone (implied by `peer`).
+    pub mtls: bool,
+    /// `connection.tls_version`: whether the downstream connection is TLS at all.
+    pub tls: bool,
+    /// `xds.listener_direction`.
+    pub direction: bool,
+    /// `xds.cluster_name` (HTTP only).
+    pub cluster: bool,
+    /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
+    pub workload: bool,
+}
+
+impl std::ops::BitOr for Needs {
+    type Output = Needs;
+    fn bitor(self, o: Needs) -> Needs {
+        let peer = self.peer || o.peer;
+        Needs {
+            peer,
+            mtls: peer || self.mtls || o.mtls,
+            tls: self.tls || o.tls,
+            direction: self.direction || o.direction,
+            cluster: self.cluster || o.cluster,
+            workload: self.workload || o.workload,
+        }
+    }
+}

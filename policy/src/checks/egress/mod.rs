@@ -65,99 +65,23 @@
 //! attributed to it, so a rule can be narrowed (or a new one tried) and watched before it is
 //! enforced. Hosts no rule names are denied as ever.
 
-use std::collections::{HashMap, HashSet};
+pub mod doc;
 
-use serde::Deserialize;
+use std::collections::HashMap;
 
-use crate::decision::{Decision, Finding, Remedy};
-use crate::document::{Mode, PathMatchDoc, RouteMatchDoc};
+use crate::checks::{builtin, Check, Context, RuleIds};
+use crate::decision::{Decision, Finding};
 use crate::error::ConfigErrors;
 use crate::matchers::principals::PrincipalSet;
-use crate::matchers::route::{RouteInput, RouteMatch};
+use crate::matchers::route::{RouteInput, RouteMatch, RouteMatchDoc};
 use crate::parse::host::{parse_authority, parse_host, Host, HostClass, HostPattern};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
-use crate::reason::{Check, ReasonCode};
+use crate::reason::ReasonCode;
 use crate::view::connection::ConnectionView;
 use crate::view::request::{Direction, Peer, RequestView, Workload};
+use crate::view::Needs;
 
-// ----- The document -----
-
-/// `egress`: which external hosts workloads may reach.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EgressDoc {
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    #[serde(default)]
-    pub applies_to: AppliesTo,
-    #[serde(default)]
-    pub source_identity: Option<SourceIdentity>,
-    /// The trust domain of workload identities (`sourceIdentity: workload`).
-    #[serde(default)]
-    pub trust_domain: Option<String>,
-    #[serde(default)]
-    pub allow: Vec<EgressRuleDoc>,
-}
-
-/// Which traffic the egress check looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum AppliesTo {
-    /// Listeners Envoy does not mark INBOUND (sidecar outbound).
-    #[default]
-    Outbound,
-    /// Every request and connection (an egress gateway).
-    All,
-}
-
-/// Where the source identity of an egress request comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SourceIdentity {
-    /// The local workload, from Istio's node metadata (outbound sidecar).
-    Workload,
-    /// The mTLS peer's certificate (egress gateway).
-    PeerCertificate,
-}
-
-impl SourceIdentity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceIdentity::Workload => "workload",
-            SourceIdentity::PeerCertificate => "peerCertificate",
-        }
-    }
-}
-
-/// `egress.allow[i]`: hosts, and what may be sent to them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EgressRuleDoc {
-    pub id: String,
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    #[serde(default)]
-    pub ports: Vec<u32>,
-    #[serde(default)]
-    pub methods: Vec<String>,
-    #[serde(default)]
-    pub paths: Vec<PathMatchDoc>,
-    #[serde(default)]
-    pub sources: Vec<String>,
-    /// Also when Envoy routes the request to `PassthroughCluster` or `BlackHoleCluster`.
-    #[serde(default)]
-    pub passthrough: bool,
-    /// Also TLS/TCP connections without an SNI, on this rule's ports.
-    #[serde(default)]
-    pub allow_no_sni: bool,
-}
-
-/// The default trust domain of workload identities.
-pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
-
-// ----- The compiled check -----
+use doc::{AppliesTo, EgressDoc, SourceIdentity, DEFAULT_TRUST_DOMAIN};
 
 #[derive(Debug)]
 struct Rule {
@@ -348,120 +272,7 @@ struct Subject<'a> {
     workload: Workload<'a>,
 }
 
-fn valid_rule_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 impl EgressAllowlist {
-    pub fn compile(doc: &EgressDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> EgressAllowlist {
-        let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
-        let source = doc.source_identity.unwrap_or(match doc.applies_to {
-            AppliesTo::Outbound => SourceIdentity::Workload,
-            AppliesTo::All => SourceIdentity::PeerCertificate,
-        });
-        let trust_domain = doc.trust_domain.clone().unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
-        if let Err(e) = crate::parse::spiffe::validate_trust_domain(&trust_domain) {
-            errs.push(format!("{at}.trustDomain"), format!("not a valid trust domain: it {e}"));
-        }
-        let mut check = EgressAllowlist {
-            enforced: check_mode == Mode::Enforce,
-            applies_to: doc.applies_to,
-            source,
-            trust_domain,
-            rules: Vec::with_capacity(doc.allow.len()),
-            exact: HashMap::new(),
-            suffixes: LabelNode::default(),
-            no_sni: Vec::new(),
-            any_sources: false,
-            has_dry_run_rules: false,
-        };
-        let mut ids = HashSet::new();
-        for (i, r) in doc.allow.iter().enumerate() {
-            let rat = format!("{at}.allow[{i}]");
-            let Ok(index) = u32::try_from(i) else {
-                errs.push(&rat, "too many rules");
-                break;
-            };
-            if !valid_rule_id(&r.id) {
-                errs.push(format!("{rat}.id"), "must be 1 to 64 characters of [A-Za-z0-9._-]");
-            } else if !ids.insert(r.id.as_str()) {
-                errs.push(format!("{rat}.id"), format!("duplicate rule id '{}'", r.id));
-            }
-            if r.hosts.is_empty() && !r.allow_no_sni {
-                errs.push(format!("{rat}.hosts"), "must list at least one host (api.example.com or *.example.com)");
-            }
-            for (j, h) in r.hosts.iter().enumerate() {
-                match HostPattern::parse(h) {
-                    Ok(HostPattern::Exact(key, _)) => {
-                        let rules = check.exact.entry(key).or_default();
-                        if rules.last() != Some(&index) {
-                            rules.push(index);
-                        }
-                    }
-                    Ok(HostPattern::Suffix(suffix)) => check.suffixes.insert(&suffix, index),
-                    Err(e) => errs.push(format!("{rat}.hosts[{j}]"), e),
-                }
-            }
-            let mut ports = Vec::with_capacity(r.ports.len());
-            for (j, &p) in r.ports.iter().enumerate() {
-                match u16::try_from(p) {
-                    Ok(p) if p > 0 => ports.push(p),
-                    _ => errs.push(format!("{rat}.ports[{j}]"), "must be a port from 1 to 65535"),
-                }
-            }
-            let methods = (!r.methods.is_empty()).then(|| {
-                let doc = RouteMatchDoc { methods: r.methods.clone(), ..Default::default() };
-                RouteMatch::compile(&doc, &rat, errs)
-            });
-            let paths = (!r.paths.is_empty()).then(|| {
-                let doc = RouteMatchDoc { paths: r.paths.clone(), ..Default::default() };
-                RouteMatch::compile(&doc, &rat, errs)
-            });
-            let mut sources = PrincipalSet::default();
-            for (j, s) in r.sources.iter().enumerate() {
-                match PrincipalPattern::parse(s) {
-                    Ok(pat) => {
-                        if let (SourceIdentity::Workload, Some(td)) = (source, pat.trust_domain()) {
-                            if td != check.trust_domain {
-                                errs.push(
-                                    format!("{rat}.sources[{j}]"),
-                                    format!("trust domain '{td}' is not {at}.trustDomain ('{}'), so this can never match a workload identity", check.trust_domain),
-                                );
-                            }
-                        }
-                        sources.insert(&pat);
-                    }
-                    Err(e) => errs.push(format!("{rat}.sources[{j}]"), e),
-                }
-            }
-            if r.allow_no_sni {
-                if ports.is_empty() && r.ports.is_empty() {
-                    errs.push(format!("{rat}.ports"), "a rule with allowNoSni must list its ports");
-                }
-                if methods.is_some() || paths.is_some() {
-                    errs.push(
-                        format!("{rat}.allowNoSni"),
-                        "a rule with methods or paths covers HTTP only and cannot admit a connection without SNI",
-                    );
-                }
-                check.no_sni.push(index);
-            }
-            check.any_sources |= !sources.is_empty();
-            let enforced = check_mode == Mode::Enforce && r.mode.unwrap_or(Mode::Enforce) == Mode::Enforce;
-            check.has_dry_run_rules |= !enforced;
-            check.rules.push(Rule {
-                id: r.id.clone(),
-                enforced,
-                ports,
-                methods,
-                paths,
-                sources,
-                passthrough: r.passthrough,
-            });
-        }
-        check
-    }
-
     /// Whether the filter must fetch the peer certificate / the node metadata for this check.
     pub fn needs_peer(&self) -> bool {
         self.any_sources && self.source == SourceIdentity::PeerCertificate
@@ -487,13 +298,7 @@ impl EgressAllowlist {
     }
 
     fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
-        Finding {
-            check: Check::Egress,
-            code,
-            rule: rule.to_string(),
-            enforced: self.enforced && enforced,
-            remedy: Remedy::Reject,
-        }
+        Finding::reject(code, rule, self.enforced && enforced)
     }
 
     /// The source's SPIFFE ID, if one can be established.
@@ -614,13 +419,145 @@ impl EgressAllowlist {
         }
     }
 
+    /// Whether any rule is in dry-run (for operators' summaries).
+    pub fn has_dry_run_rules(&self) -> bool {
+        self.has_dry_run_rules
+    }
+}
+
+impl Check for EgressAllowlist {
+    type Doc = EgressDoc;
+    const SECTION: &'static str = "egress";
+
+    fn compile(doc: &EgressDoc, cx: &Context, errs: &mut ConfigErrors) -> EgressAllowlist {
+        let at = Self::SECTION;
+        let mode = cx.enforcement(doc.mode);
+        let source = doc.source_identity.unwrap_or(match doc.applies_to {
+            AppliesTo::Outbound => SourceIdentity::Workload,
+            AppliesTo::All => SourceIdentity::PeerCertificate,
+        });
+        let trust_domain = doc.trust_domain.clone().unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
+        if let Err(e) = crate::parse::spiffe::validate_trust_domain(&trust_domain) {
+            errs.push(format!("{at}.trustDomain"), format!("not a valid trust domain: it {e}"));
+        }
+        let mut check = EgressAllowlist {
+            enforced: mode.check(),
+            applies_to: doc.applies_to,
+            source,
+            trust_domain,
+            rules: Vec::with_capacity(doc.allow.len()),
+            exact: HashMap::new(),
+            suffixes: LabelNode::default(),
+            no_sni: Vec::new(),
+            any_sources: false,
+            has_dry_run_rules: false,
+        };
+        let mut ids = RuleIds::default();
+        for (i, r) in doc.allow.iter().enumerate() {
+            let rat = format!("{at}.allow[{i}]");
+            let Ok(index) = u32::try_from(i) else {
+                errs.push(&rat, "too many rules");
+                break;
+            };
+            ids.check(&r.id, &rat, errs);
+            if r.hosts.is_empty() && !r.allow_no_sni {
+                errs.push(format!("{rat}.hosts"), "must list at least one host (api.example.com or *.example.com)");
+            }
+            for (j, h) in r.hosts.iter().enumerate() {
+                match HostPattern::parse(h) {
+                    Ok(HostPattern::Exact(key, _)) => {
+                        let rules = check.exact.entry(key).or_default();
+                        if rules.last() != Some(&index) {
+                            rules.push(index);
+                        }
+                    }
+                    Ok(HostPattern::Suffix(suffix)) => check.suffixes.insert(&suffix, index),
+                    Err(e) => errs.push(format!("{rat}.hosts[{j}]"), e),
+                }
+            }
+            let mut ports = Vec::with_capacity(r.ports.len());
+            for (j, &p) in r.ports.iter().enumerate() {
+                match u16::try_from(p) {
+                    Ok(p) if p > 0 => ports.push(p),
+                    _ => errs.push(format!("{rat}.ports[{j}]"), "must be a port from 1 to 65535"),
+                }
+            }
+            let methods = (!r.methods.is_empty()).then(|| {
+                let doc = RouteMatchDoc { methods: r.methods.clone(), ..Default::default() };
+                RouteMatch::compile(&doc, &rat, errs)
+            });
+            let paths = (!r.paths.is_empty()).then(|| {
+                let doc = RouteMatchDoc { paths: r.paths.clone(), ..Default::default() };
+                RouteMatch::compile(&doc, &rat, errs)
+            });
+            let mut sources = PrincipalSet::default();
+            for (j, s) in r.sources.iter().enumerate() {
+                match PrincipalPattern::parse(s) {
+                    Ok(pat) => {
+                        if let (SourceIdentity::Workload, Some(td)) = (source, pat.trust_domain()) {
+                            if td != check.trust_domain {
+                                errs.push(
+                                    format!("{rat}.sources[{j}]"),
+                                    format!("trust domain '{td}' is not {at}.trustDomain ('{}'), so this can never match a workload identity", check.trust_domain),
+                                );
+                            }
+                        }
+                        sources.insert(&pat);
+                    }
+                    Err(e) => errs.push(format!("{rat}.sources[{j}]"), e),
+                }
+            }
+            if r.allow_no_sni {
+                if ports.is_empty() && r.ports.is_empty() {
+                    errs.push(format!("{rat}.ports"), "a rule with allowNoSni must list its ports");
+                }
+                if methods.is_some() || paths.is_some() {
+                    errs.push(
+                        format!("{rat}.allowNoSni"),
+                        "a rule with methods or paths covers HTTP only and cannot admit a connection without SNI",
+                    );
+                }
+                check.no_sni.push(index);
+            }
+            check.any_sources |= !sources.is_empty();
+            let enforced = mode.rule(r.mode);
+            check.has_dry_run_rules |= !enforced;
+            check.rules.push(Rule {
+                id: r.id.clone(),
+                enforced,
+                ports,
+                methods,
+                paths,
+                sources,
+                passthrough: r.passthrough,
+            });
+        }
+        check
+    }
+
+    /// The direction and the cluster always; the peer certificate or the workload when rules
+    /// name sources.
+    fn needs(&self) -> Needs {
+        Needs {
+            peer: self.needs_peer(),
+            direction: true,
+            cluster: true,
+            workload: self.needs_workload(),
+            ..Needs::default()
+        }
+    }
+
+    fn decides_connections(&self) -> bool {
+        true
+    }
+
     /// Add this check's findings for one HTTP request to `decision`.
-    pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+    fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
         if !self.applies(req.direction) {
             return;
         }
         let Ok(authority) = parse_authority(req.authority()) else {
-            decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, "egress.host", true));
+            decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, builtin::EGRESS_HOST, true));
             return;
         };
         let cluster = req.cluster.filter(|c| !c.is_empty()).map(parse_cluster);
@@ -643,12 +580,20 @@ impl EgressAllowlist {
                     host = Host::Name(fqdn.to_string());
                     port = Some(*cluster_port);
                 } else if !is_k8s_service(fqdn) {
-                    decision.findings.push(self.finding(ReasonCode::EgressAuthorityMismatch, "egress.authority", true));
+                    decision.findings.push(self.finding(
+                        ReasonCode::EgressAuthorityMismatch,
+                        builtin::EGRESS_AUTHORITY,
+                        true,
+                    ));
                     return;
                 }
                 // Otherwise a mesh hop (e.g. through the egress gateway): judge the authority.
             } else if !cluster_fqdn.is_some_and(is_k8s_service) {
-                decision.findings.push(self.finding(ReasonCode::EgressAuthorityMismatch, "egress.authority", true));
+                decision.findings.push(self.finding(
+                    ReasonCode::EgressAuthorityMismatch,
+                    builtin::EGRESS_AUTHORITY,
+                    true,
+                ));
                 return;
             }
         }
@@ -657,7 +602,7 @@ impl EgressAllowlist {
         self.candidates(&host, &mut candidates);
         if candidates.is_empty() {
             let code = self.not_named(&host, false);
-            decision.findings.push(self.finding(code, "egress.allow", true));
+            decision.findings.push(self.finding(code, builtin::EGRESS_ALLOW, true));
             return;
         }
         let route = RouteInput::new(b"", req.path(), req.method());
@@ -672,7 +617,7 @@ impl EgressAllowlist {
     }
 
     /// Add this check's findings for one TLS/TCP connection (its SNI) to `decision`.
-    pub fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision) {
+    fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision) {
         if !self.applies(conn.direction) {
             return;
         }
@@ -685,14 +630,14 @@ impl EgressAllowlist {
         };
         let Some(sni) = conn.sni() else {
             if self.no_sni.is_empty() {
-                decision.findings.push(self.finding(ReasonCode::EgressSniMissing, "egress.allow", true));
+                decision.findings.push(self.finding(ReasonCode::EgressSniMissing, builtin::EGRESS_ALLOW, true));
             } else {
                 self.judge(&self.no_sni, &subject, decision);
             }
             return;
         };
         let Ok(host) = parse_host(sni) else {
-            decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, "egress.host", true));
+            decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, builtin::EGRESS_HOST, true));
             return;
         };
         let mut candidates = Vec::new();
@@ -700,15 +645,10 @@ impl EgressAllowlist {
         candidates.retain(|&i| self.rules.get(i as usize).is_some_and(|r| !r.http_only()));
         if candidates.is_empty() {
             let code = self.not_named(&host, true);
-            decision.findings.push(self.finding(code, "egress.allow", true));
+            decision.findings.push(self.finding(code, builtin::EGRESS_ALLOW, true));
             return;
         }
         self.judge(&candidates, &subject, decision);
-    }
-
-    /// Whether any rule is in dry-run (for operators' summaries).
-    pub fn has_dry_run_rules(&self) -> bool {
-        self.has_dry_run_rules
     }
 }
 

@@ -30,13 +30,14 @@
 pub mod doc;
 pub mod presets;
 
+use crate::checks::{Check, Context};
 use crate::decision::{Decision, Finding, HeaderMutation, Remedy};
-use crate::document::Mode;
 use crate::error::ConfigErrors;
 use crate::matchers::route::is_tchar;
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
-use crate::reason::{Check, ReasonCode};
+use crate::reason::ReasonCode;
 use crate::view::request::RequestView;
+use crate::view::Needs;
 
 use crate::parse::target::{self, PathFacts};
 use doc::{CommonDoc, GuardAction, GuardsDoc, HygieneDoc};
@@ -148,17 +149,6 @@ struct Slot {
 
 const DISABLED: Slot = Slot { enabled: false, remedy: Remedy::Log, enforced: false, trust_mtls_peers: false, max: 0 };
 
-/// What the hygiene guards need the filter to fetch from Envoy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HygieneNeeds {
-    /// `connection.mtls`.
-    pub mtls: bool,
-    /// `connection.uri_san_peer_certificate` (for `xfcc.trustForwardedFrom`).
-    pub peer: bool,
-    /// `connection.tls_version` (for `scheme`).
-    pub tls: bool,
-}
-
 /// The compiled hygiene check (the `SmugglingGuard` of the design notes).
 #[derive(Debug)]
 pub struct RequestHygiene {
@@ -172,7 +162,7 @@ pub struct RequestHygiene {
     expect_require_body: bool,
     envoy_allow: Vec<Vec<u8>>,
     xfcc_trusted: Vec<PrincipalPattern>,
-    needs: HygieneNeeds,
+    needs: Needs,
 }
 
 fn common_of(guards: &GuardsDoc, g: Guard) -> Option<CommonDoc> {
@@ -263,185 +253,8 @@ fn compile_methods(list: &[String], at: &str, errs: &mut ConfigErrors) -> Vec<Ve
 }
 
 impl RequestHygiene {
-    /// Compile the `hygiene` section at document path `at` (`hygiene`).
-    pub fn compile(doc: &HygieneDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> RequestHygiene {
-        let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
-        let guards = &doc.guards;
-        let mut slots = Vec::with_capacity(Guard::ALL.len());
-        for &g in Guard::ALL {
-            let mut c = presets::common(doc.preset, g);
-            let gat = || format!("{at}.guards.{}", g.name());
-            if let Some(o) = common_of(guards, g) {
-                c.enabled = o.enabled.unwrap_or(c.enabled);
-                c.action = o.action.unwrap_or(c.action);
-                c.mode = o.mode.unwrap_or(c.mode);
-            }
-            if c.action == GuardAction::Strip && !g.can_strip() {
-                errs.push(
-                    format!("{}.action", gat()),
-                    "strip is not available for this guard (there is nothing it could remove): use reject or log",
-                );
-            }
-            if let Some(max) = limit_of(guards, g) {
-                if !(1..=MAX_LIMIT).contains(&max) {
-                    errs.push(format!("{}.max", gat()), format!("must be a whole number from 1 to {MAX_LIMIT}"));
-                }
-                c.max = max;
-            }
-            if let Some(trust) = trust_of(guards, g) {
-                c.trust_mtls_peers = trust;
-            }
-            let remedy = match c.action {
-                GuardAction::Reject => Remedy::Reject,
-                GuardAction::Strip => Remedy::Strip,
-                GuardAction::Log => Remedy::Log,
-            };
-            slots.push(Slot {
-                enabled: c.enabled,
-                remedy,
-                enforced: remedy != Remedy::Log && check_mode == Mode::Enforce && c.mode == Mode::Enforce,
-                trust_mtls_peers: c.trust_mtls_peers && g.takes_trust(),
-                max: c.max,
-            });
-        }
-
-        let mut p = presets::params(doc.preset);
-        let gat = |name: &str, field: &str| format!("{at}.guards.{name}.{field}");
-        if let Some(m) = guards.body_on_get.as_ref().and_then(|d| d.methods.clone()) {
-            p.body_methods = m;
-        }
-        let body_methods = compile_methods(&p.body_methods, &gat("bodyOnGet", "methods"), errs);
-        if let Some(m) = guards.method_allowlist.as_ref().and_then(|d| d.methods.clone()) {
-            if m.is_empty() {
-                errs.push(gat("methodAllowlist", "methods"), "must list at least one method (or set enabled: false)");
-            }
-            p.allowed_methods = m;
-        }
-        let allowed_methods = compile_methods(&p.allowed_methods, &gat("methodAllowlist", "methods"), errs);
-        if let Some(a) = guards.risky_methods.as_ref().and_then(|d| d.allow.clone()) {
-            p.risky_allowed = a;
-        }
-        for (i, m) in p.risky_allowed.iter().enumerate() {
-            if !RISKY_METHODS.contains(&m.as_str()) {
-                errs.push(
-                    format!("{}[{i}]", gat("riskyMethods", "allow")),
-                    "must be TRACE, TRACK or CONNECT (the methods this guard refuses)",
-                );
-            }
-        }
-        let risky_refused =
-            RISKY_METHODS.iter().filter(|m| !p.risky_allowed.iter().any(|a| a == *m)).map(|m| m.as_bytes()).collect();
-        if let Some(h) = guards.singleton_headers.as_ref().and_then(|d| d.headers.clone()) {
-            p.singleton_extra = h;
-        }
-        if p.singleton_extra.len() > MAX_EXTRA_SINGLETONS {
-            errs.push(gat("singletonHeaders", "headers"), format!("at most {MAX_EXTRA_SINGLETONS} headers"));
-        }
-        for (i, h) in p.singleton_extra.iter().enumerate() {
-            if h.is_empty() || !h.bytes().all(is_tchar) {
-                errs.push(
-                    format!("{}[{i}]", gat("singletonHeaders", "headers")),
-                    "must be a header name (an RFC 9110 token)",
-                );
-            }
-        }
-        let singleton_extra =
-            p.singleton_extra.iter().take(MAX_EXTRA_SINGLETONS).map(|h| h.to_ascii_lowercase().into_bytes()).collect();
-        if let Some(v) = guards.non_ascii_values.as_ref().and_then(|d| d.allow_utf8) {
-            p.allow_utf8 = v;
-        }
-        if let Some(v) = guards.websocket.as_ref().and_then(|d| d.require_key) {
-            p.websocket_require_key = v;
-        }
-        if let Some(v) = guards.expect.as_ref().and_then(|d| d.require_body) {
-            p.expect_require_body = v;
-        }
-        if let Some(a) = guards.envoy_headers.as_ref().and_then(|d| d.allow.clone()) {
-            p.envoy_allow = a;
-        }
-        for (i, h) in p.envoy_allow.iter().enumerate() {
-            let lower = h.to_ascii_lowercase();
-            if !lower.starts_with("x-envoy-") || !h.bytes().all(is_tchar) {
-                errs.push(format!("{}[{i}]", gat("envoyHeaders", "allow")), "must be an x-envoy-* header name");
-            }
-        }
-        let envoy_allow = p.envoy_allow.iter().map(|h| h.to_ascii_lowercase().into_bytes()).collect();
-        if let Some(t) = guards.xfcc.as_ref().and_then(|d| d.trust_forwarded_from.clone()) {
-            p.xfcc_trusted = t;
-        }
-        let mut xfcc_trusted = Vec::with_capacity(p.xfcc_trusted.len());
-        for (i, t) in p.xfcc_trusted.iter().enumerate() {
-            match PrincipalPattern::parse(t) {
-                Ok(pat) => xfcc_trusted.push(pat),
-                Err(e) => errs.push(format!("{}[{i}]", gat("xfcc", "trustForwardedFrom")), e),
-            }
-        }
-
-        let on = |g: Guard| slots.get(g as usize).is_some_and(|s| s.enabled);
-        let trusting = |g: Guard| slots.get(g as usize).is_some_and(|s| s.enabled && s.trust_mtls_peers);
-        let needs = HygieneNeeds {
-            mtls: on(Guard::PeerMetadata)
-                || on(Guard::Xfcc)
-                || [
-                    Guard::EnvoyHeaders,
-                    Guard::ForwardedRouting,
-                    Guard::UrlOverride,
-                    Guard::ClientIp,
-                    Guard::ProxyAuthorization,
-                    Guard::RequestId,
-                ]
-                .into_iter()
-                .any(trusting),
-            peer: on(Guard::Xfcc) && !xfcc_trusted.is_empty(),
-            tls: on(Guard::Scheme),
-        };
-        RequestHygiene {
-            slots,
-            body_methods,
-            allowed_methods,
-            risky_refused,
-            singleton_extra,
-            allow_utf8: p.allow_utf8,
-            websocket_require_key: p.websocket_require_key,
-            expect_require_body: p.expect_require_body,
-            envoy_allow,
-            xfcc_trusted,
-            needs,
-        }
-    }
-
-    /// Which connection properties the guards read.
-    pub fn needs(&self) -> HygieneNeeds {
-        self.needs
-    }
-
     fn slot(&self, g: Guard) -> Slot {
         self.slots.get(g as usize).copied().unwrap_or(DISABLED)
-    }
-
-    /// Run every enabled guard, in order, adding findings (and, for enforced strips, header
-    /// mutations) to `decision`. Stops at the first enforced rejection.
-    pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
-        let scan = Scan::new(req, self);
-        let path = target::analyze(scan.path);
-        for &g in Guard::ALL {
-            let slot = self.slot(g);
-            if !slot.enabled || !self.tripped(g, slot, &scan, &path, req) {
-                continue;
-            }
-            decision.findings.push(Finding {
-                check: Check::Hygiene,
-                code: g.code(),
-                rule: g.rule().to_string(),
-                enforced: slot.enforced,
-                remedy: slot.remedy,
-            });
-            match (slot.remedy, slot.enforced) {
-                (Remedy::Reject, true) => return,
-                (Remedy::Strip, true) => self.strip(g, req, &mut decision.mutations),
-                _ => {}
-            }
-        }
     }
 
     fn trusted_peer(&self, slot: Slot, req: &RequestView<'_>) -> bool {
@@ -624,6 +437,183 @@ impl RequestHygiene {
 
     fn bad_non_ascii(&self, value: &[u8]) -> bool {
         value.iter().any(|&b| b >= 0x80) && (!self.allow_utf8 || std::str::from_utf8(value).is_err())
+    }
+}
+
+impl Check for RequestHygiene {
+    type Doc = HygieneDoc;
+    const SECTION: &'static str = "hygiene";
+
+    fn compile(doc: &HygieneDoc, cx: &Context, errs: &mut ConfigErrors) -> RequestHygiene {
+        let at = Self::SECTION;
+        let mode = cx.enforcement(doc.mode);
+        let guards = &doc.guards;
+        let mut slots = Vec::with_capacity(Guard::ALL.len());
+        for &g in Guard::ALL {
+            let mut c = presets::common(doc.preset, g);
+            let gat = || format!("{at}.guards.{}", g.name());
+            if let Some(o) = common_of(guards, g) {
+                c.enabled = o.enabled.unwrap_or(c.enabled);
+                c.action = o.action.unwrap_or(c.action);
+                c.mode = o.mode.unwrap_or(c.mode);
+            }
+            if c.action == GuardAction::Strip && !g.can_strip() {
+                errs.push(
+                    format!("{}.action", gat()),
+                    "strip is not available for this guard (there is nothing it could remove): use reject or log",
+                );
+            }
+            if let Some(max) = limit_of(guards, g) {
+                if !(1..=MAX_LIMIT).contains(&max) {
+                    errs.push(format!("{}.max", gat()), format!("must be a whole number from 1 to {MAX_LIMIT}"));
+                }
+                c.max = max;
+            }
+            if let Some(trust) = trust_of(guards, g) {
+                c.trust_mtls_peers = trust;
+            }
+            let remedy = match c.action {
+                GuardAction::Reject => Remedy::Reject,
+                GuardAction::Strip => Remedy::Strip,
+                GuardAction::Log => Remedy::Log,
+            };
+            slots.push(Slot {
+                enabled: c.enabled,
+                remedy,
+                enforced: remedy != Remedy::Log && mode.rule(Some(c.mode)),
+                trust_mtls_peers: c.trust_mtls_peers && g.takes_trust(),
+                max: c.max,
+            });
+        }
+
+        let mut p = presets::params(doc.preset);
+        let gat = |name: &str, field: &str| format!("{at}.guards.{name}.{field}");
+        if let Some(m) = guards.body_on_get.as_ref().and_then(|d| d.methods.clone()) {
+            p.body_methods = m;
+        }
+        let body_methods = compile_methods(&p.body_methods, &gat("bodyOnGet", "methods"), errs);
+        if let Some(m) = guards.method_allowlist.as_ref().and_then(|d| d.methods.clone()) {
+            if m.is_empty() {
+                errs.push(gat("methodAllowlist", "methods"), "must list at least one method (or set enabled: false)");
+            }
+            p.allowed_methods = m;
+        }
+        let allowed_methods = compile_methods(&p.allowed_methods, &gat("methodAllowlist", "methods"), errs);
+        if let Some(a) = guards.risky_methods.as_ref().and_then(|d| d.allow.clone()) {
+            p.risky_allowed = a;
+        }
+        for (i, m) in p.risky_allowed.iter().enumerate() {
+            if !RISKY_METHODS.contains(&m.as_str()) {
+                errs.push(
+                    format!("{}[{i}]", gat("riskyMethods", "allow")),
+                    "must be TRACE, TRACK or CONNECT (the methods this guard refuses)",
+                );
+            }
+        }
+        let risky_refused =
+            RISKY_METHODS.iter().filter(|m| !p.risky_allowed.iter().any(|a| a == *m)).map(|m| m.as_bytes()).collect();
+        if let Some(h) = guards.singleton_headers.as_ref().and_then(|d| d.headers.clone()) {
+            p.singleton_extra = h;
+        }
+        if p.singleton_extra.len() > MAX_EXTRA_SINGLETONS {
+            errs.push(gat("singletonHeaders", "headers"), format!("at most {MAX_EXTRA_SINGLETONS} headers"));
+        }
+        for (i, h) in p.singleton_extra.iter().enumerate() {
+            if h.is_empty() || !h.bytes().all(is_tchar) {
+                errs.push(
+                    format!("{}[{i}]", gat("singletonHeaders", "headers")),
+                    "must be a header name (an RFC 9110 token)",
+                );
+            }
+        }
+        let singleton_extra =
+            p.singleton_extra.iter().take(MAX_EXTRA_SINGLETONS).map(|h| h.to_ascii_lowercase().into_bytes()).collect();
+        if let Some(v) = guards.non_ascii_values.as_ref().and_then(|d| d.allow_utf8) {
+            p.allow_utf8 = v;
+        }
+        if let Some(v) = guards.websocket.as_ref().and_then(|d| d.require_key) {
+            p.websocket_require_key = v;
+        }
+        if let Some(v) = guards.expect.as_ref().and_then(|d| d.require_body) {
+            p.expect_require_body = v;
+        }
+        if let Some(a) = guards.envoy_headers.as_ref().and_then(|d| d.allow.clone()) {
+            p.envoy_allow = a;
+        }
+        for (i, h) in p.envoy_allow.iter().enumerate() {
+            let lower = h.to_ascii_lowercase();
+            if !lower.starts_with("x-envoy-") || !h.bytes().all(is_tchar) {
+                errs.push(format!("{}[{i}]", gat("envoyHeaders", "allow")), "must be an x-envoy-* header name");
+            }
+        }
+        let envoy_allow = p.envoy_allow.iter().map(|h| h.to_ascii_lowercase().into_bytes()).collect();
+        if let Some(t) = guards.xfcc.as_ref().and_then(|d| d.trust_forwarded_from.clone()) {
+            p.xfcc_trusted = t;
+        }
+        let mut xfcc_trusted = Vec::with_capacity(p.xfcc_trusted.len());
+        for (i, t) in p.xfcc_trusted.iter().enumerate() {
+            match PrincipalPattern::parse(t) {
+                Ok(pat) => xfcc_trusted.push(pat),
+                Err(e) => errs.push(format!("{}[{i}]", gat("xfcc", "trustForwardedFrom")), e),
+            }
+        }
+
+        let on = |g: Guard| slots.get(g as usize).is_some_and(|s| s.enabled);
+        let trusting = |g: Guard| slots.get(g as usize).is_some_and(|s| s.enabled && s.trust_mtls_peers);
+        let needs = Needs {
+            mtls: on(Guard::PeerMetadata)
+                || on(Guard::Xfcc)
+                || [
+                    Guard::EnvoyHeaders,
+                    Guard::ForwardedRouting,
+                    Guard::UrlOverride,
+                    Guard::ClientIp,
+                    Guard::ProxyAuthorization,
+                    Guard::RequestId,
+                ]
+                .into_iter()
+                .any(trusting),
+            peer: on(Guard::Xfcc) && !xfcc_trusted.is_empty(),
+            tls: on(Guard::Scheme),
+            ..Needs::default()
+        };
+        RequestHygiene {
+            slots,
+            body_methods,
+            allowed_methods,
+            risky_refused,
+            singleton_extra,
+            allow_utf8: p.allow_utf8,
+            websocket_require_key: p.websocket_require_key,
+            expect_require_body: p.expect_require_body,
+            envoy_allow,
+            xfcc_trusted,
+            needs,
+        }
+    }
+
+    /// Which connection properties the guards read.
+    fn needs(&self) -> Needs {
+        self.needs
+    }
+
+    /// Run every enabled guard, in order, adding findings (and, for enforced strips, header
+    /// mutations) to `decision`. Stops at the first enforced rejection.
+    fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+        let scan = Scan::new(req, self);
+        let path = target::analyze(scan.path);
+        for &g in Guard::ALL {
+            let slot = self.slot(g);
+            if !slot.enabled || !self.tripped(g, slot, &scan, &path, req) {
+                continue;
+            }
+            decision.findings.push(Finding::new(g.code(), g.rule(), slot.enforced, slot.remedy));
+            match (slot.remedy, slot.enforced) {
+                (Remedy::Reject, true) => return,
+                (Remedy::Strip, true) => self.strip(g, req, &mut decision.mutations),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -991,12 +981,12 @@ mod tests {
         for &g in Guard::ALL {
             assert!(names.insert(g.name()), "duplicate guard {}", g.name());
             assert_eq!(g.rule(), format!("hygiene.guards.{}", g.name()));
-            assert_eq!(g.code().check(), Check::Hygiene);
+            assert_eq!(g.code().check(), crate::reason::Check::Hygiene);
             assert_eq!(Guard::ALL.get(g as usize), Some(&g), "ALL is in declaration order");
         }
         let codes: std::collections::HashSet<_> = Guard::ALL.iter().map(|g| g.code()).collect();
         assert_eq!(codes.len(), Guard::ALL.len(), "one reason code per guard");
-        let hygiene_codes = ReasonCode::ALL.iter().filter(|c| c.check() == Check::Hygiene).count();
+        let hygiene_codes = ReasonCode::ALL.iter().filter(|c| c.check() == crate::reason::Check::Hygiene).count();
         assert_eq!(hygiene_codes, Guard::ALL.len(), "every hygiene reason code belongs to a guard");
     }
 

@@ -6,15 +6,21 @@
 //! not call. This holds even when Istio's own PeerAuthentication or AuthorizationPolicy is
 //! missing or wrong: the check reads what Envoy verified on this very connection.
 
+pub mod doc;
+
 use std::collections::HashSet;
 
-use crate::decision::{Decision, Finding, Remedy};
-use crate::document::{Action, IdentityAppliesTo, IdentityDoc, IdentitySource, Mode};
+use crate::checks::{builtin, Check, Context, RuleIds};
+use crate::decision::{Decision, Finding};
+use crate::document::Action;
 use crate::error::ConfigErrors;
 use crate::matchers::route::{RouteInput, RouteMatch};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
-use crate::reason::{Check, ReasonCode};
+use crate::reason::ReasonCode;
 use crate::view::request::{Direction, RequestView};
+use crate::view::Needs;
+
+use doc::{IdentityAppliesTo, IdentityDoc, IdentitySource};
 
 #[derive(Debug)]
 struct Rule {
@@ -51,79 +57,15 @@ enum RouteOutcome<'r> {
 }
 
 impl PeerIdentity {
-    pub fn compile(doc: &IdentityDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> PeerIdentity {
-        let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
-        let mut trust_domains = HashSet::new();
-        for (i, td) in doc.trust_domains.iter().enumerate() {
-            if let Err(e) = crate::parse::spiffe::validate_trust_domain(td) {
-                errs.push(format!("{at}.trustDomains[{i}]"), format!("not a valid trust domain: it {e}"));
-            }
-            trust_domains.insert(td.clone());
-        }
-        let mut ids = HashSet::new();
-        let mut rules = Vec::with_capacity(doc.rules.len());
-        for (i, r) in doc.rules.iter().enumerate() {
-            let rat = format!("{at}.rules[{i}]");
-            if r.id.is_empty()
-                || r.id.len() > 64
-                || !r.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            {
-                errs.push(format!("{rat}.id"), "must be 1 to 64 characters of [A-Za-z0-9._-]");
-            } else if !ids.insert(r.id.as_str()) {
-                errs.push(format!("{rat}.id"), format!("duplicate rule id '{}'", r.id));
-            }
-            if r.principals.is_empty() {
-                errs.push(
-                    format!("{rat}.principals"),
-                    "must list at least one principal (use \"*\" for any peer identity)",
-                );
-            }
-            let mut principals = Vec::with_capacity(r.principals.len());
-            for (j, p) in r.principals.iter().enumerate() {
-                match PrincipalPattern::parse(p) {
-                    Ok(pat) => {
-                        if let (Some(trust_domain), false) = (pat.trust_domain(), trust_domains.is_empty()) {
-                            if !trust_domains.contains(trust_domain) {
-                                errs.push(format!("{rat}.principals[{j}]"), format!("trust domain '{trust_domain}' is not in {at}.trustDomains, so this can never match"));
-                            }
-                        }
-                        principals.push(pat);
-                    }
-                    Err(e) => errs.push(format!("{rat}.principals[{j}]"), e),
-                }
-            }
-            let route = RouteMatch::compile(&r.route, &format!("{rat}.match"), errs);
-            let enforced = check_mode == Mode::Enforce && r.mode.unwrap_or(Mode::Enforce) == Mode::Enforce;
-            rules.push(Rule { id: r.id.clone(), action: r.action, enforced, route, principals });
-        }
-        let has_dry_run_rules = rules.iter().any(|r| !r.enforced);
-        PeerIdentity {
-            enforced: check_mode == Mode::Enforce,
-            require: doc.require_peer_identity,
-            trust_domains,
-            source: doc.source,
-            applies_to: doc.applies_to,
-            default_deny: doc.default_action == Action::Deny,
-            rules,
-            has_dry_run_rules,
-        }
-    }
-
     fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
-        Finding {
-            check: Check::PeerIdentity,
-            code,
-            rule: rule.to_string(),
-            enforced: self.enforced && enforced,
-            remedy: Remedy::Reject,
-        }
+        Finding::reject(code, rule, self.enforced && enforced)
     }
 
     /// Establish the peer's SPIFFE ID, or say why there is none. `Ok(None)`: an anonymous
     /// peer the policy tolerates.
     fn establish(&self, req: &RequestView<'_>) -> Result<Option<SpiffeId>, (ReasonCode, &'static str)> {
-        const REQUIRE: &str = "identity.requirePeerIdentity";
-        const SOURCE: &str = "identity.source";
+        const REQUIRE: &str = builtin::IDENTITY_REQUIRE;
+        const SOURCE: &str = builtin::IDENTITY_SOURCE;
         let uri = match self.source {
             IdentitySource::PeerCertificate => {
                 if !req.peer.mtls {
@@ -168,7 +110,7 @@ impl PeerIdentity {
         };
         let id = SpiffeId::parse(&uri).map_err(|_| (ReasonCode::PeerIdentityInvalidSpiffeId, REQUIRE))?;
         if !self.trust_domains.is_empty() && !self.trust_domains.contains(id.trust_domain()) {
-            return Err((ReasonCode::PeerIdentityTrustDomainNotAllowed, "identity.trustDomains"));
+            return Err((ReasonCode::PeerIdentityTrustDomainNotAllowed, builtin::IDENTITY_TRUST_DOMAINS));
         }
         Ok(Some(id))
     }
@@ -210,23 +152,79 @@ impl PeerIdentity {
             (true, _) => RouteOutcome::Allow,
             (false, Some(rule)) => RouteOutcome::Deny(rule, ReasonCode::PeerIdentityPrincipalNotAllowed),
             (false, None) if self.default_deny => {
-                RouteOutcome::Deny("identity.defaultAction", ReasonCode::PeerIdentityNoMatchingRule)
+                RouteOutcome::Deny(builtin::IDENTITY_DEFAULT_ACTION, ReasonCode::PeerIdentityNoMatchingRule)
             }
             (false, None) => RouteOutcome::Allow,
         }
     }
-
-    /// Whether the check reads the listener's direction (`appliesTo: inbound`).
-    pub fn needs_direction(&self) -> bool {
-        self.applies_to == IdentityAppliesTo::Inbound
-    }
-
     pub fn applies_to(&self) -> IdentityAppliesTo {
         self.applies_to
     }
+}
+
+impl Check for PeerIdentity {
+    type Doc = IdentityDoc;
+    const SECTION: &'static str = "identity";
+
+    fn compile(doc: &IdentityDoc, cx: &Context, errs: &mut ConfigErrors) -> PeerIdentity {
+        let at = Self::SECTION;
+        let mode = cx.enforcement(doc.mode);
+        let mut trust_domains = HashSet::new();
+        for (i, td) in doc.trust_domains.iter().enumerate() {
+            if let Err(e) = crate::parse::spiffe::validate_trust_domain(td) {
+                errs.push(format!("{at}.trustDomains[{i}]"), format!("not a valid trust domain: it {e}"));
+            }
+            trust_domains.insert(td.clone());
+        }
+        let mut ids = RuleIds::default();
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for (i, r) in doc.rules.iter().enumerate() {
+            let rat = format!("{at}.rules[{i}]");
+            ids.check(&r.id, &rat, errs);
+            if r.principals.is_empty() {
+                errs.push(
+                    format!("{rat}.principals"),
+                    "must list at least one principal (use \"*\" for any peer identity)",
+                );
+            }
+            let mut principals = Vec::with_capacity(r.principals.len());
+            for (j, p) in r.principals.iter().enumerate() {
+                match PrincipalPattern::parse(p) {
+                    Ok(pat) => {
+                        if let (Some(trust_domain), false) = (pat.trust_domain(), trust_domains.is_empty()) {
+                            if !trust_domains.contains(trust_domain) {
+                                errs.push(format!("{rat}.principals[{j}]"), format!("trust domain '{trust_domain}' is not in {at}.trustDomains, so this can never match"));
+                            }
+                        }
+                        principals.push(pat);
+                    }
+                    Err(e) => errs.push(format!("{rat}.principals[{j}]"), e),
+                }
+            }
+            let route = RouteMatch::compile(&r.route, &format!("{rat}.match"), errs);
+            let enforced = mode.rule(r.mode);
+            rules.push(Rule { id: r.id.clone(), action: r.action, enforced, route, principals });
+        }
+        let has_dry_run_rules = rules.iter().any(|r| !r.enforced);
+        PeerIdentity {
+            enforced: mode.check(),
+            require: doc.require_peer_identity,
+            trust_domains,
+            source: doc.source,
+            applies_to: doc.applies_to,
+            default_deny: doc.default_action == Action::Deny,
+            rules,
+            has_dry_run_rules,
+        }
+    }
+
+    /// The peer certificate always; the listener's direction with `appliesTo: inbound`.
+    fn needs(&self) -> Needs {
+        Needs { peer: true, direction: self.applies_to == IdentityAppliesTo::Inbound, ..Needs::default() }
+    }
 
     /// Add this check's findings to `decision`.
-    pub fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+    fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
         // Only a listener Envoy marks OUTBOUND is skipped: UNSPECIFIED (gateways, or a
         // property Envoy could not read) still runs the check.
         if self.applies_to == IdentityAppliesTo::Inbound && req.direction == Direction::Outbound {
