@@ -12,7 +12,6 @@ use crate::checks::{Check, Context};
 use crate::decision::Decision;
 use crate::document::Mode;
 use crate::error::ConfigErrors;
-use crate::matchers::route::RouteInput;
 use crate::parse::host::{parse_authority, parse_host, Authority, Host, HostClass, HostPattern, MAX_NAME_LEN};
 use crate::parse::path::canonical;
 use crate::parse::spiffe::SpiffeId;
@@ -162,7 +161,7 @@ pub fn hygiene(policy: &Policy, data: &[u8]) -> Result<(), String> {
 ///   IPv6 carrying an IPv4 (mapped, compatible, NAT64) the IPv4's, a zone adds link-local
 ///   at most; a name is never an IP class and an IP never a name;
 /// - the authority parser and the bare-host parser agree on the host, the port is the
-///   digits the input ends with, and [`RouteInput`] keys the host the same way;
+///   digits the input ends with, and the request view keys the host the same way;
 /// - the pattern an operator writes for a host's key is an exact pattern with that key and
 ///   class, and an allowlist naming it admits that host;
 /// - an allowlist naming a pattern admits a peer's host (as SNI and as authority) exactly
@@ -175,9 +174,10 @@ pub fn host(data: &[u8]) -> Result<(), String> {
     if let Ok(a) = &authority {
         authority_properties(data, a).map_err(|e| format!("authority {:?}: {e}", shown(data)))?;
     }
-    let route_key = RouteInput::new(data, b"/", b"GET").host;
-    if route_key != authority.as_ref().ok().and_then(|a| a.host.match_key()).map(String::into_bytes) {
-        return Err(format!("authority {:?}: RouteInput keys it differently", shown(data)));
+    let pairs: [(&[u8], &[u8]); 1] = [(b":authority", data)];
+    let view = RequestView::new(&pairs, Peer::default(), Direction::Inbound);
+    if view.route_input().host.map(str::to_string) != authority.as_ref().ok().and_then(|a| a.host.match_key()) {
+        return Err(format!("authority {:?}: the request view keys it differently", shown(data)));
     }
     if let Ok(h) = parse_host(data) {
         host_properties(&h).map_err(|e| format!("host {:?}: {e}", shown(data)))?;

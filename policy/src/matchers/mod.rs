@@ -2,5 +2,6 @@
 //! canonical path, method), principal sets, and the host label trie. Every matcher has a
 //! bounded worst case per request.
 
+pub mod hosts;
 pub mod principals;
 pub mod route;

@@ -1,10 +1,10 @@
 //! Route matching: which requests a rule is about (host, canonical path, method).
 
-use std::collections::HashSet;
-
 use serde::Deserialize;
 
 use crate::error::ConfigErrors;
+use crate::matchers::hosts::HostTable;
+use crate::parse::host::HostPattern;
 
 /// Which requests a rule is about. Every listed dimension must match; an empty list matches
 /// everything.
@@ -39,27 +39,19 @@ pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// The parts of a request that routes match on, normalised once per request.
-#[derive(Debug, Clone)]
+/// The parts of a request that routes match on, each computed once per request by the
+/// [`crate::view::RequestView`] ([`crate::view::RequestView::route_input`]).
+#[derive(Debug, Clone, Copy)]
 pub struct RouteInput<'a> {
-    /// The host as [`crate::parse::host`] parses it (lowercase, port and one trailing dot removed,
-    /// an IP literal in its one canonical text), or `None` when the authority is not a host
-    /// (userinfo, a bad port, stray characters, a non-canonical IP spelling...): such a request
-    /// matches no host-restricted rule, and the checks decide what that means (fail closed).
-    pub host: Option<Vec<u8>>,
+    /// The host's match key ([`crate::parse::host::Host::match_key`]: lowercase, port and one
+    /// trailing dot removed, an IP literal in its one canonical text), or `None` when the
+    /// authority is not a host (userinfo, a bad port, stray characters, a non-canonical IP
+    /// spelling...): such a request matches no host-restricted rule, and the checks decide what
+    /// that means (fail closed).
+    pub host: Option<&'a str>,
     /// The canonical path (see [`crate::parse::path`]).
-    pub path: std::borrow::Cow<'a, [u8]>,
+    pub path: &'a [u8],
     pub method: &'a [u8],
-}
-
-impl<'a> RouteInput<'a> {
-    pub fn new(authority: &[u8], path: &'a [u8], method: &'a [u8]) -> Self {
-        let host = crate::parse::host::parse_authority(authority)
-            .ok()
-            .and_then(|a| a.host.match_key())
-            .map(String::into_bytes);
-        Self { host, path: crate::parse::path::canonical(path), method }
-    }
 }
 
 #[derive(Debug)]
@@ -85,39 +77,18 @@ impl PathMatcher {
 /// A compiled `match` block. Empty dimensions match everything.
 #[derive(Debug, Default)]
 pub struct RouteMatch {
-    exact_hosts: HashSet<Vec<u8>>,
-    /// `.example.com` for `*.example.com`.
-    host_suffixes: Vec<Vec<u8>>,
+    hosts: HostTable,
     paths: Vec<PathMatcher>,
     methods: Vec<Vec<u8>>,
-}
-
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| !l.is_empty() && l.len() <= 63)
-        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_')
 }
 
 impl RouteMatch {
     pub fn compile(doc: &RouteMatchDoc, at: &str, errs: &mut ConfigErrors) -> RouteMatch {
         let mut m = RouteMatch::default();
         for (i, host) in doc.hosts.iter().enumerate() {
-            let lower = host.to_ascii_lowercase();
-            let lower = lower.strip_suffix('.').unwrap_or(&lower);
-            if let Some(suffix) = lower.strip_prefix("*.") {
-                if valid_host(suffix) {
-                    m.host_suffixes.push(format!(".{suffix}").into_bytes());
-                } else {
-                    errs.push(format!("{at}.hosts[{i}]"), "not a valid wildcard host: use *.example.com");
-                }
-            } else if valid_host(lower) {
-                m.exact_hosts.insert(lower.as_bytes().to_vec());
-            } else {
-                errs.push(
-                    format!("{at}.hosts[{i}]"),
-                    "not a valid host name (letters, digits, '-', '.'; a wildcard only as a leading '*.')",
-                );
+            match HostPattern::parse(host) {
+                Ok(pattern) => m.hosts.insert(&pattern, 0),
+                Err(e) => errs.push(format!("{at}.hosts[{i}]"), e),
             }
         }
         for (i, p) in doc.paths.iter().enumerate() {
@@ -137,17 +108,13 @@ impl RouteMatch {
     /// Whether the rule names hosts (and so cannot decide about a request whose authority is
     /// not a host).
     pub fn has_hosts(&self) -> bool {
-        !(self.exact_hosts.is_empty() && self.host_suffixes.is_empty())
+        !self.hosts.is_empty()
     }
 
     pub fn matches(&self, input: &RouteInput<'_>) -> bool {
-        let host_ok = !self.has_hosts()
-            || input.host.as_ref().is_some_and(|host| {
-                self.exact_hosts.contains(host)
-                    || self.host_suffixes.iter().any(|s| host.ends_with(s) && host.len() > s.len())
-            });
+        let host_ok = !self.has_hosts() || input.host.is_some_and(|host| self.hosts.covers(host));
         host_ok
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(&input.path)))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(input.path)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.as_slice() == input.method))
     }
 }
@@ -217,7 +184,10 @@ mod tests {
     }
 
     fn hit(m: &RouteMatch, authority: &str, path: &str, method: &str) -> bool {
-        m.matches(&RouteInput::new(authority.as_bytes(), path.as_bytes(), method.as_bytes()))
+        let pairs: Vec<(&[u8], &[u8])> =
+            vec![(b":authority", authority.as_bytes()), (b":path", path.as_bytes()), (b":method", method.as_bytes())];
+        let view = crate::view::RequestView::new(&pairs, crate::view::request::Peer::default(), Default::default());
+        m.matches(&view.route_input())
     }
 
     #[test]

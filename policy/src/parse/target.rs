@@ -1,6 +1,6 @@
-//! The request target and the authority, read the way the different parsers behind Envoy might
-//! read them: one pass over `:path` that notes every spelling some server interprets
-//! differently from another, and a strict reading of `:authority`.
+//! The request target read the way the different parsers behind Envoy might read it: one pass
+//! over `:path` that notes every spelling some server interprets differently from another.
+//! (The authority has one reader, [`crate::parse::host::parse_authority`].)
 
 use crate::parse::path::hex;
 
@@ -138,45 +138,6 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A strict authority: `host[:port]` where host is a DNS-style name (letters, digits, `-`,
-/// `.`, `_`, `~`) or a bracketed IPv6 literal, and port is 1 to 5 digits up to 65535. Empty,
-/// userinfo (`@`), commas, whitespace, percent-encoding and anything else are refused.
-pub fn authority_is_valid(a: &[u8]) -> bool {
-    let (host_ok, rest) = if a.first() == Some(&b'[') {
-        let Some(end) = a.iter().position(|&b| b == b']') else { return false };
-        let inner = a.get(1..end).unwrap_or_default();
-        (ipv6_literal_is_valid(inner), a.get(end + 1..).unwrap_or_default())
-    } else {
-        let colon = a.iter().position(|&b| b == b':');
-        let host = colon.map_or(a, |c| a.get(..c).unwrap_or_default());
-        let rest = colon.map_or(&[][..], |c| a.get(c..).unwrap_or_default());
-        let ok = !host.is_empty()
-            && host.len() <= 253
-            && host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-        (ok, rest)
-    };
-    if !host_ok {
-        return false;
-    }
-    match rest {
-        [] => true,
-        [b':', port @ ..] => port_is_valid(port),
-        _ => false,
-    }
-}
-
-fn port_is_valid(port: &[u8]) -> bool {
-    if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65_535
-}
-
-/// The inside of `[...]`: what `std::net::Ipv6Addr` accepts (no zone identifiers, no IPvFuture).
-fn ipv6_literal_is_valid(inner: &[u8]) -> bool {
-    std::str::from_utf8(inner).ok().and_then(|s| s.parse::<std::net::Ipv6Addr>().ok()).is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,37 +188,5 @@ mod tests {
     fn escapes_in_the_query_are_not_path_confusion() {
         let f = a("/a?next=%2F..%2F%3B%00%25%41");
         assert_eq!(f, PathFacts { query_params: 1, ..Default::default() });
-    }
-
-    #[test]
-    fn authorities() {
-        for ok in
-            ["api", "api.default.svc.cluster.local:8080", "10.0.0.5:80", "[::1]", "[fd00::1]:8080", "a_b.local", "x:1"]
-        {
-            assert!(authority_is_valid(ok.as_bytes()), "{ok}");
-        }
-        for bad in [
-            "",
-            "user@h",
-            "a,b",
-            "h x",
-            "h\t",
-            "h:99999",
-            "h:8o",
-            "h:",
-            ":80",
-            "[::1",
-            "[zz]",
-            "[::1]x",
-            "[::1]:",
-            "h:80:80",
-            "a%2eb",
-            "h/x",
-            "[fe80::1%25eth0]",
-            "h:-1",
-            "h:123456",
-        ] {
-            assert!(!authority_is_valid(bad.as_bytes()), "{bad:?}");
-        }
     }
 }

@@ -1,6 +1,14 @@
 //! What the filter (or `meshguard eval`) knows about one request: borrowed bytes, never
 //! assumed to be UTF-8.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use crate::matchers::route::RouteInput;
+use crate::parse::host::{parse_authority, Authority, HostError};
+use crate::parse::target::PathFacts;
+use crate::parse::xfcc::XfccError;
+
 /// Which way the request flows through this Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
@@ -43,9 +51,13 @@ pub struct Workload<'a> {
 }
 
 /// One HTTP request as raw bytes. `headers` holds every header pair in the order Envoy has them,
-/// pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) included; the accessors below
-/// pick the pseudo-headers out.
-#[derive(Debug, Clone, Copy)]
+/// pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) included.
+///
+/// The facts derived from them are computed at most once, on first use, by the one reader of
+/// their format ([`crate::parse`]), and every check reads them from here: the pseudo-headers
+/// (one pass over the pairs), the parsed authority, the canonical path, the request target's
+/// confusions and the XFCC elements. A request that no check asks about costs nothing.
+#[derive(Debug, Clone)]
 pub struct RequestView<'a> {
     pub headers: &'a [(&'a [u8], &'a [u8])],
     pub peer: Peer<'a>,
@@ -62,6 +74,29 @@ pub struct RequestView<'a> {
     pub cluster: Option<&'a [u8]>,
     /// The local workload (see [`Workload`]), when the policy needs it.
     pub workload: Workload<'a>,
+    facts: Facts<'a>,
+}
+
+/// The derived facts, each filled on first use.
+#[derive(Debug, Clone, Default)]
+struct Facts<'a> {
+    pseudo: OnceCell<Pseudo<'a>>,
+    authority: OnceCell<Result<Authority, HostError>>,
+    host_key: OnceCell<Option<String>>,
+    canonical_path: OnceCell<Cow<'a, [u8]>>,
+    target: OnceCell<PathFacts>,
+    xfcc: OnceCell<Result<Vec<&'a [u8]>, XfccError>>,
+}
+
+/// The pseudo-headers and the few headers every check may ask for, from one pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pseudo<'a> {
+    method: &'a [u8],
+    path: &'a [u8],
+    authority: Option<&'a [u8]>,
+    host: Option<&'a [u8]>,
+    scheme: &'a [u8],
+    request_id: Option<&'a [u8]>,
 }
 
 impl<'a> RequestView<'a> {
@@ -76,6 +111,7 @@ impl<'a> RequestView<'a> {
             tls: peer.mtls,
             cluster: None,
             workload: Workload::default(),
+            facts: Facts::default(),
         }
     }
 
@@ -113,20 +149,84 @@ impl<'a> RequestView<'a> {
         self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v)
     }
 
+    fn pseudo(&self) -> &Pseudo<'a> {
+        self.facts.pseudo.get_or_init(|| {
+            let mut p = Pseudo::default();
+            for &(name, value) in self.headers {
+                match name {
+                    b":method" => p.method = value,
+                    b":path" => p.path = value,
+                    b":authority" => {
+                        p.authority.get_or_insert(value);
+                    }
+                    b":scheme" => p.scheme = value,
+                    _ if name.len() == 4 && name.eq_ignore_ascii_case(b"host") => {
+                        p.host.get_or_insert(value);
+                    }
+                    _ if name.len() == 12 && name.eq_ignore_ascii_case(b"x-request-id") => {
+                        p.request_id.get_or_insert(value);
+                    }
+                    _ => {}
+                }
+            }
+            p
+        })
+    }
+
     pub fn method(&self) -> &'a [u8] {
-        self.header(":method").unwrap_or_default()
+        self.pseudo().method
     }
     pub fn path(&self) -> &'a [u8] {
-        self.header(":path").unwrap_or_default()
+        self.pseudo().path
     }
+    /// `:authority`, or the `host` header when there is none.
     pub fn authority(&self) -> &'a [u8] {
-        self.header(":authority").or_else(|| self.header("host")).unwrap_or_default()
+        let p = self.pseudo();
+        p.authority.or(p.host).unwrap_or_default()
     }
     pub fn scheme(&self) -> &'a [u8] {
-        self.header(":scheme").unwrap_or_default()
+        self.pseudo().scheme
     }
     pub fn request_id(&self) -> Option<&'a [u8]> {
-        self.header("x-request-id")
+        self.pseudo().request_id
+    }
+
+    /// The authority, parsed by [`crate::parse::host::parse_authority`]: the one reading of
+    /// it that every check shares.
+    pub fn parsed_authority(&self) -> Result<&Authority, HostError> {
+        self.facts.authority.get_or_init(|| parse_authority(self.authority())).as_ref().map_err(|e| *e)
+    }
+
+    /// The key host rules match on ([`crate::parse::host::Host::match_key`]), or `None` when
+    /// the authority is not a host or is a spelling no rule can name.
+    pub fn host_key(&self) -> Option<&str> {
+        self.facts.host_key.get_or_init(|| self.parsed_authority().ok().and_then(|a| a.host.match_key())).as_deref()
+    }
+
+    /// The canonical path ([`crate::parse::path::canonical`]) that route rules match on.
+    pub fn canonical_path(&self) -> &[u8] {
+        self.facts.canonical_path.get_or_init(|| crate::parse::path::canonical(self.path()))
+    }
+
+    /// What one pass over the request target found ([`crate::parse::target::analyze`]).
+    pub fn target(&self) -> &PathFacts {
+        self.facts.target.get_or_init(|| crate::parse::target::analyze(self.path()))
+    }
+
+    /// The non-empty elements of every `x-forwarded-client-cert` value, raw and in order
+    /// ([`crate::parse::xfcc::raw_elements`]); the last is the one the local Envoy added on
+    /// an mTLS connection.
+    pub fn xfcc_elements(&self) -> Result<&[&'a [u8]], XfccError> {
+        self.facts
+            .xfcc
+            .get_or_init(|| crate::parse::xfcc::raw_elements(self.header_all("x-forwarded-client-cert")))
+            .as_deref()
+            .map_err(|e| *e)
+    }
+
+    /// Host, canonical path and method, for route rules.
+    pub fn route_input(&self) -> RouteInput<'_> {
+        RouteInput { host: self.host_key(), path: self.canonical_path(), method: self.method() }
     }
 }
 
@@ -281,6 +381,7 @@ impl OwnedRequest {
             tls: self.peer.tls.unwrap_or(self.peer.mtls),
             cluster: self.cluster.as_deref().map(str::as_bytes),
             workload: self.workload.view(),
+            facts: Facts::default(),
         }
     }
 }

@@ -67,14 +67,15 @@
 
 pub mod doc;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use crate::checks::{builtin, Check, Context, RuleIds};
 use crate::decision::{Decision, Finding};
 use crate::error::ConfigErrors;
+use crate::matchers::hosts::HostTable;
 use crate::matchers::principals::PrincipalSet;
 use crate::matchers::route::{RouteInput, RouteMatch, RouteMatchDoc};
-use crate::parse::host::{parse_authority, parse_host, Host, HostClass, HostPattern};
+use crate::parse::host::{parse_host, Host, HostClass, HostPattern};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::reason::ReasonCode;
 use crate::view::connection::ConnectionView;
@@ -100,39 +101,6 @@ impl Rule {
     /// A rule about methods or paths covers HTTP only: a TLS connection's are encrypted.
     fn http_only(&self) -> bool {
         self.methods.is_some() || self.paths.is_some()
-    }
-}
-
-/// Reversed-label trie of `*.` suffixes: `*.example.com` sits at `com` → `example`.
-#[derive(Debug, Default)]
-struct LabelNode {
-    children: HashMap<Box<str>, LabelNode>,
-    /// Rules with `*.` + the labels down to here.
-    wildcard_rules: Vec<u32>,
-}
-
-impl LabelNode {
-    fn insert(&mut self, suffix: &str, rule: u32) {
-        let mut node = self;
-        for label in suffix.rsplit('.') {
-            node = node.children.entry(label.into()).or_default();
-        }
-        if node.wildcard_rules.last() != Some(&rule) {
-            node.wildcard_rules.push(rule);
-        }
-    }
-
-    /// Every rule whose wildcard covers `name` (one or more labels under the suffix).
-    fn collect(&self, name: &str, out: &mut Vec<u32>) {
-        let total = name.split('.').count();
-        let mut node = self;
-        for (consumed, label) in name.rsplit('.').enumerate() {
-            let Some(next) = node.children.get(label) else { return };
-            node = next;
-            if consumed + 1 < total {
-                out.extend_from_slice(&node.wildcard_rules);
-            }
-        }
     }
 }
 
@@ -253,9 +221,8 @@ pub struct EgressAllowlist {
     source: SourceIdentity,
     trust_domain: String,
     rules: Vec<Rule>,
-    /// Exact host match key → rules naming it, in rule order.
-    exact: HashMap<String, Vec<u32>>,
-    suffixes: LabelNode,
+    /// Which rules name which hosts.
+    hosts: HostTable,
     /// Rules with `allowNoSni`.
     no_sni: Vec<u32>,
     any_sources: bool,
@@ -328,14 +295,7 @@ impl EgressAllowlist {
     /// names and metadata names.
     fn candidates(&self, host: &Host, out: &mut Vec<u32>) {
         let Some(key) = host.match_key() else { return };
-        if let Some(rules) = self.exact.get(&key) {
-            out.extend_from_slice(rules);
-        }
-        if host.class() == HostClass::Name {
-            self.suffixes.collect(&key, out);
-        }
-        out.sort_unstable();
-        out.dedup();
+        self.hosts.collect(&key, host.class() == HostClass::Name, out);
     }
 
     fn check_rule(&self, rule: &Rule, s: &Subject<'_>, source: &mut Option<Option<SpiffeId>>) -> Result<(), Miss> {
@@ -446,8 +406,7 @@ impl Check for EgressAllowlist {
             source,
             trust_domain,
             rules: Vec::with_capacity(doc.allow.len()),
-            exact: HashMap::new(),
-            suffixes: LabelNode::default(),
+            hosts: HostTable::default(),
             no_sni: Vec::new(),
             any_sources: false,
             has_dry_run_rules: false,
@@ -465,13 +424,7 @@ impl Check for EgressAllowlist {
             }
             for (j, h) in r.hosts.iter().enumerate() {
                 match HostPattern::parse(h) {
-                    Ok(HostPattern::Exact(key, _)) => {
-                        let rules = check.exact.entry(key).or_default();
-                        if rules.last() != Some(&index) {
-                            rules.push(index);
-                        }
-                    }
-                    Ok(HostPattern::Suffix(suffix)) => check.suffixes.insert(&suffix, index),
+                    Ok(pattern) => check.hosts.insert(&pattern, index),
                     Err(e) => errs.push(format!("{rat}.hosts[{j}]"), e),
                 }
             }
@@ -556,16 +509,16 @@ impl Check for EgressAllowlist {
         if !self.applies(req.direction) {
             return;
         }
-        let Ok(authority) = parse_authority(req.authority()) else {
+        let Ok(authority) = req.parsed_authority() else {
             decision.findings.push(self.finding(ReasonCode::EgressInvalidHost, builtin::EGRESS_HOST, true));
             return;
         };
         let cluster = req.cluster.filter(|c| !c.is_empty()).map(parse_cluster);
-        let mut host = authority.host;
+        let mut host = Cow::Borrowed(&authority.host);
         let mut port = authority.port;
         if let Some(Cluster::Istio { port: cluster_port, host: cluster_host }) = &cluster {
             let same = match cluster_host {
-                ClusterHost::Exact(h) => *h == host,
+                ClusterHost::Exact(h) => *h == *host,
                 ClusterHost::Wildcard(suffix) => host.name().is_some_and(|n| covered_by_wildcard(n, suffix)),
             };
             let cluster_fqdn = match cluster_host {
@@ -577,7 +530,7 @@ impl Check for EgressAllowlist {
             } else if let (Some(fqdn), Some(short)) = (cluster_fqdn, host.name()) {
                 if is_short_name_of(short, fqdn) {
                     // The allowlist sees the service's full name.
-                    host = Host::Name(fqdn.to_string());
+                    host = Cow::Owned(Host::Name(fqdn.to_string()));
                     port = Some(*cluster_port);
                 } else if !is_k8s_service(fqdn) {
                     decision.findings.push(self.finding(
@@ -605,7 +558,7 @@ impl Check for EgressAllowlist {
             decision.findings.push(self.finding(code, builtin::EGRESS_ALLOW, true));
             return;
         }
-        let route = RouteInput::new(b"", req.path(), req.method());
+        let route = req.route_input();
         let subject = Subject {
             port: Some(port),
             cluster: cluster.as_ref(),
@@ -693,25 +646,5 @@ mod tests {
         assert!(covered_by_wildcard("a.b.example.com", "example.com"));
         assert!(!covered_by_wildcard("example.com", "example.com"));
         assert!(!covered_by_wildcard("evilexample.com", "example.com"));
-    }
-
-    #[test]
-    fn label_trie() {
-        let mut t = LabelNode::default();
-        t.insert("example.com", 0);
-        t.insert("b.example.com", 1);
-        t.insert("com", 2);
-        let got = |name: &str| {
-            let mut v = Vec::new();
-            t.collect(name, &mut v);
-            v
-        };
-        assert_eq!(got("a.example.com"), [2, 0]);
-        assert_eq!(got("a.b.example.com"), [2, 0, 1]);
-        assert_eq!(got("b.example.com"), [2, 0]);
-        assert_eq!(got("example.com"), [2]);
-        assert_eq!(got("com"), Vec::<u32>::new());
-        assert_eq!(got("evilexample.com"), [2]);
-        assert_eq!(got("example.net"), Vec::<u32>::new());
     }
 }

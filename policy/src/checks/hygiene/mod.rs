@@ -39,7 +39,8 @@ use crate::reason::ReasonCode;
 use crate::view::request::RequestView;
 use crate::view::Needs;
 
-use crate::parse::target::{self, PathFacts};
+use crate::parse::host::Host;
+use crate::parse::target::PathFacts;
 use doc::{CommonDoc, GuardAction, GuardsDoc, HygieneDoc};
 
 macro_rules! guards {
@@ -295,7 +296,7 @@ impl RequestHygiene {
             Guard::NonAsciiValues => s.non_ascii,
             Guard::ValueWhitespace => s.whitespace,
             Guard::SingletonHeaders => s.singleton_repeated(),
-            Guard::Authority => !target::authority_is_valid(s.authority_value()),
+            Guard::Authority => !authority_is_valid(req),
             Guard::Scheme => s.scheme.is_some_and(|sc| !(sc == b"http" || (sc == b"https" && req.tls))),
             Guard::MethodToken => {
                 s.method.is_empty()
@@ -371,7 +372,7 @@ impl RequestHygiene {
         if !req.peer.mtls {
             return true;
         }
-        match crate::parse::xfcc::count_elements(req.header_all("x-forwarded-client-cert")) {
+        match req.xfcc_elements().map(<[_]>::len) {
             Err(_) => true,
             Ok(0 | 1) => false,
             Ok(_) => !self.peer_forwards_xfcc(req),
@@ -387,7 +388,7 @@ impl RequestHygiene {
     fn strip(&self, g: Guard, req: &RequestView<'_>, out: &mut Vec<HeaderMutation>) {
         if g == Guard::Xfcc {
             const XFCC: &[u8] = b"x-forwarded-client-cert";
-            let last = match crate::parse::xfcc::raw_elements(req.header_all("x-forwarded-client-cert")) {
+            let last = match req.xfcc_elements() {
                 Ok(elements) if req.peer.mtls => elements.last().copied(),
                 _ => None,
             };
@@ -601,10 +602,10 @@ impl Check for RequestHygiene {
     /// mutations) to `decision`. Stops at the first enforced rejection.
     fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
         let scan = Scan::new(req, self);
-        let path = target::analyze(scan.path);
+        let path = req.target();
         for &g in Guard::ALL {
             let slot = self.slot(g);
-            if !slot.enabled || !self.tripped(g, slot, &scan, &path, req) {
+            if !slot.enabled || !self.tripped(g, slot, &scan, path, req) {
                 continue;
             }
             decision.findings.push(Finding::new(g.code(), g.rule(), slot.enforced, slot.remedy));
@@ -810,15 +811,6 @@ impl<'a> Scan<'a> {
         s
     }
 
-    /// `:authority`, or the `host` header when there is none.
-    fn authority_value(&self) -> &'a [u8] {
-        if self.authority.present() {
-            self.authority.first
-        } else {
-            self.host.first
-        }
-    }
-
     fn is_upgrade(&self) -> bool {
         self.upgrade.present() || self.method == b"CONNECT" || self.protocol
     }
@@ -846,6 +838,14 @@ impl<'a> Scan<'a> {
             || authorization_merged(self.authorization.first)
             || self.extra_repeated
     }
+}
+
+/// The authority as the one authority reader ([`crate::parse::host::parse_authority`]) reads
+/// it, and not an IPv6 literal with a zone: a zone id means nothing to the server and is read
+/// differently by every URL parser (`%25eth0`, `%eth0`), so a request carrying one is refused
+/// even though the egress check can class it (link-local).
+fn authority_is_valid(req: &RequestView<'_>) -> bool {
+    req.parsed_authority().is_ok_and(|a| !matches!(a.host, Host::Ipv6 { zone: true, .. }))
 }
 
 fn has_control(value: &[u8]) -> bool {
@@ -1028,6 +1028,52 @@ mod tests {
             assert_eq!(name_classes(&[b]), (!is_tchar(b), b == b'_'), "{b}");
             let v = [b'a', b'a', b'a', b'a', b'a', b'a', b'a', b];
             assert_eq!(value_classes(&v), (has_control(&v), b >= 0x80), "{b}");
+        }
+    }
+
+    /// The guard reads the authority with the one authority parser. Where the guard's own
+    /// reader used to be laxer (`~`, port 0, leading zeros, empty labels, a numeric last label
+    /// that is no IPv4), it is now as strict as identity and egress; an IPv6 zone stays refused.
+    #[test]
+    fn authorities() {
+        let valid = |a: &str| {
+            let pairs: [(&[u8], &[u8]); 1] = [(b":authority", a.as_bytes())];
+            authority_is_valid(&RequestView::new(&pairs, Default::default(), Default::default()))
+        };
+        for ok in
+            ["api", "api.default.svc.cluster.local:8080", "10.0.0.5:80", "[::1]", "[fd00::1]:8080", "a_b.local", "x:1"]
+        {
+            assert!(valid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "user@h",
+            "a,b",
+            "h x",
+            "h\t",
+            "h:99999",
+            "h:8o",
+            "h:",
+            ":80",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "[::1]:",
+            "h:80:80",
+            "a%2eb",
+            "h/x",
+            "[fe80::1%25eth0]",
+            "h:-1",
+            "h:123456",
+            // Refused since the guard shares the authority parser:
+            "a~b",
+            "h:0",
+            "h:080",
+            "a..b",
+            ".a",
+            "a.123",
+        ] {
+            assert!(!valid(bad), "{bad:?}");
         }
     }
 

@@ -16,6 +16,7 @@ use crate::document::Action;
 use crate::error::ConfigErrors;
 use crate::matchers::route::{RouteInput, RouteMatch};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
+use crate::parse::xfcc::parse_element;
 use crate::reason::ReasonCode;
 use crate::view::request::{Direction, RequestView};
 use crate::view::Needs;
@@ -78,7 +79,7 @@ impl PeerIdentity {
                 // `uri: true`, the element Envoy appended to XFCC lists them all: when the last
                 // element describes this very certificate, make sure it is the only URI. This can
                 // only ever deny, so a forged element gains a client nothing.
-                if let Ok(Some(el)) = crate::parse::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
+                if let Some(Ok(el)) = req.xfcc_elements().ok().and_then(|e| e.last()).map(|e| parse_element(e)) {
                     let mut uris = crate::parse::xfcc::uris(&el);
                     if uris.next() == Some(uri) && uris.next().is_some() {
                         return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE));
@@ -94,10 +95,10 @@ impl PeerIdentity {
                 if !req.peer.mtls {
                     return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
                 }
-                let el = match crate::parse::xfcc::last_element(req.header_all("x-forwarded-client-cert")) {
-                    Ok(Some(el)) => el,
+                let el = match req.xfcc_elements().map(|e| e.last().map(|e| parse_element(e))) {
+                    Ok(Some(Ok(el))) => el,
                     Ok(None) if !self.require => return Ok(None),
-                    Ok(None) | Err(_) => return Err((ReasonCode::PeerIdentityXfccInvalid, SOURCE)),
+                    Ok(None | Some(Err(_))) | Err(_) => return Err((ReasonCode::PeerIdentityXfccInvalid, SOURCE)),
                 };
                 let mut uris = crate::parse::xfcc::uris(&el);
                 match (uris.next(), uris.next()) {
@@ -241,7 +242,7 @@ impl Check for PeerIdentity {
         if self.rules.is_empty() && !self.default_deny {
             return;
         }
-        let input = RouteInput::new(req.authority(), req.path(), req.method());
+        let input = req.route_input();
         // Rules in dry-run never change the enforced outcome: the enforced decision comes from
         // the enforcing rules alone, and a shadow pass with every rule shows what enforcing the
         // dry-run ones would do (as Envoy's RBAC shadow engine does).
