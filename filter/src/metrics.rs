@@ -90,13 +90,7 @@ pub fn finding_name(check: Check, code: ReasonCode, enforced: bool) -> String {
     format!("meshguard.check.{}.code.{}.mode.{mode}.findings_total", check.as_str(), code.as_str())
 }
 
-/// The outcome of one request, for the totals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Allowed,
-    Denied,
-    WouldDeny,
-}
+pub use policy::Outcome;
 
 /// Counter ids, defined once per VM. Ids are `None` when the host refused a definition: that
 /// counter is then simply not counted, the request goes on.
@@ -172,8 +166,8 @@ impl Metrics {
     pub fn request(&self, outcome: Outcome) {
         bump(self.requests);
         bump(match outcome {
-            Outcome::Allowed => self.allowed,
-            Outcome::Denied => self.denied,
+            Outcome::Allow => self.allowed,
+            Outcome::Deny => self.denied,
             Outcome::WouldDeny => self.would_deny,
         });
     }
@@ -183,8 +177,8 @@ impl Metrics {
         let [total, allowed, denied, would_deny] = self.connections;
         bump(total);
         bump(match outcome {
-            Outcome::Allowed => allowed,
-            Outcome::Denied => denied,
+            Outcome::Allow => allowed,
+            Outcome::Deny => denied,
             Outcome::WouldDeny => would_deny,
         });
     }

@@ -19,9 +19,10 @@ use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, LogLevel};
 
 use crate::hostcalls;
-use crate::metrics::{Metrics, Outcome};
-use crate::plugin::{log, outcome, peer_properties, record};
+use crate::metrics::Metrics;
+use crate::plugin::{log, peer_properties, record};
 use crate::properties::{self, WorkloadFacts};
+use policy::Outcome;
 
 /// One downstream connection's view of the policy.
 pub struct ConnectionGuard {
@@ -64,12 +65,12 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts) -> Action
     };
 
     let decision = policy.evaluate_connection(&view);
-    let outcome = outcome(&decision);
+    let outcome = decision.outcome();
     metrics.connection(outcome);
     record(metrics, &decision, policy.should_log_connection(&decision, &view), |ms| {
         policy.connection_log_line(&decision, &view, ms)
     });
-    if outcome == Outcome::Denied {
+    if outcome == Outcome::Deny {
         return close();
     }
     Action::Continue

@@ -13,12 +13,12 @@
 
 use std::rc::Rc;
 
-use policy::{Decision, Direction, HeaderMutation, Peer, Policy, RequestView, Verdict};
+use policy::{Decision, Direction, HeaderMutation, Outcome, Peer, Policy, RequestView};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::hostcalls;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::properties::{self, WorkloadFacts};
 
 /// A root id ending in this makes the plugin a network (TCP/TLS) filter: `meshguard-tcp`.
@@ -42,9 +42,7 @@ impl FilterKind {
     }
 }
 
-/// Prefix of every decision-log line; what follows is one JSON object. Stable: log pipelines
-/// and tests match on `meshguard.decision {`.
-pub const DECISION_LOG_PREFIX: &str = "meshguard.decision ";
+pub use policy::log::DECISION_LOG_PREFIX;
 
 /// `connection.mtls`: Envoy serializes a CEL bool as one byte, 0 or 1.
 const PROPERTY_MTLS: &[u8] = b"connection\0mtls";
@@ -256,13 +254,13 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
         .with_workload(if needs.workload { workload.view() } else { policy::Workload::default() });
 
     let decision = policy.evaluate(&view);
-    let outcome = outcome(&decision);
+    let outcome = decision.outcome();
     metrics.request(outcome);
     record(metrics, &decision, policy.should_log(&decision, &view), |ms| {
         policy.decision_log_line(&decision, &view, ms)
     });
 
-    if outcome != Outcome::Denied {
+    if outcome != Outcome::Deny {
         apply_mutations(&decision);
         return Action::Continue;
     }
@@ -351,14 +349,6 @@ pub(crate) fn is_true(value: &[u8]) -> bool {
     value == [1]
 }
 
-pub(crate) fn outcome(decision: &Decision) -> Outcome {
-    match (decision.verdict(), decision.enforced()) {
-        (Verdict::Allow, _) => Outcome::Allowed,
-        (Verdict::Deny, true) => Outcome::Denied,
-        (Verdict::Deny, false) => Outcome::WouldDeny,
-    }
-}
-
 fn uninspectable(metrics: &Metrics) -> Action {
     metrics.error();
     let _ = hostcalls::send_local_response(
@@ -378,7 +368,6 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy::{Check, Finding, ReasonCode, Remedy};
 
     #[test]
     fn deny_headers_are_exactly_the_content_type() {
@@ -403,26 +392,6 @@ mod tests {
         for v in [&[][..], &[0], &[2], &[1, 0], b"true"] {
             assert!(!is_true(v), "{v:?}");
         }
-    }
-
-    fn finding(enforced: bool) -> Finding {
-        Finding {
-            check: Check::PeerIdentity,
-            code: ReasonCode::PeerIdentityMissing,
-            rule: "identity.requirePeerIdentity".into(),
-            enforced,
-            remedy: Remedy::Reject,
-        }
-    }
-
-    #[test]
-    fn outcomes_follow_the_decision() {
-        let mut d = Decision::default();
-        assert_eq!(outcome(&d), Outcome::Allowed);
-        d.findings.push(finding(false));
-        assert_eq!(outcome(&d), Outcome::WouldDeny);
-        d.findings.push(finding(true));
-        assert_eq!(outcome(&d), Outcome::Denied);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub(crate) fn install_stop_handlers() {
 
 /// The decision-log lines in a chunk of Envoy's log: the JSON after `meshguard.decision `.
 pub fn decision_lines(log: &str) -> impl Iterator<Item = &str> {
-    log.lines().filter_map(|line| line.find("meshguard.decision {").and_then(|i| line.get(i + 19..)))
+    log.lines().filter_map(policy::log::decision_json)
 }
 
 /// `meshguard up`: run until interrupted, then stop Envoy (by its PID) and the echo.

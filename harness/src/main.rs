@@ -207,14 +207,8 @@ fn decision_json(d: &policy::Decision) -> serde_json::Value {
     json!({
         "verdict": d.verdict().as_str(),
         "enforced": d.enforced(),
-        "findings": d.findings.iter().map(|f| json!({
-            "check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced,
-            "action": f.remedy.as_str(),
-        })).collect::<Vec<_>>(),
-        "headerMutations": d.mutations.iter().map(|m| match m {
-            policy::HeaderMutation::Remove { name } => json!({"op": "remove", "name": String::from_utf8_lossy(name)}),
-            policy::HeaderMutation::Set { name, .. } => json!({"op": "set", "name": String::from_utf8_lossy(name)}),
-        }).collect::<Vec<_>>(),
+        "findings": policy::log::findings_json(d),
+        "headerMutations": policy::log::mutations_json(d),
         "principal": d.principal,
     })
 }
@@ -277,8 +271,8 @@ fn eval_connection(policy_path: &Path, connection_path: &Path) -> ExitCode {
 /// The decision-log JSON in a line of Envoy's log (after `meshguard.decision `) or a bare
 /// JSON line.
 fn decision_record(line: &str) -> Option<serde_json::Value> {
-    let json = match line.find("meshguard.decision {") {
-        Some(i) => line.get(i + "meshguard.decision ".len()..)?,
+    let json = match policy::log::decision_json(line) {
+        Some(json) => json,
         None if line.trim_start().starts_with('{') => line.trim(),
         None => return None,
     };
@@ -316,7 +310,7 @@ fn replay(policy_path: &Path, logs: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 policy.evaluate(&request.view(&pairs))
             };
             let before = record["outcome"].as_str().unwrap_or("?");
-            let after = decision.outcome();
+            let after = decision.outcome().as_str();
             total += 1;
             if before != after {
                 changed += 1;

@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     for (name, req, outcome) in &cases {
         let pairs = req.pairs();
         let view = req.view(&pairs);
-        assert_eq!(p.evaluate(&view).outcome(), *outcome, "{name}");
+        assert_eq!(p.evaluate(&view).outcome().as_str(), *outcome, "{name}");
         g.bench_function(*name, |b| b.iter(|| p.evaluate(black_box(&view))));
     }
     let conn = OwnedConnection {
@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
         ..Default::default()
     };
     let view = conn.view();
-    assert_eq!(p.evaluate_connection(&view).outcome(), "allow");
+    assert_eq!(p.evaluate_connection(&view).outcome().as_str(), "allow");
     g.bench_function("decide_sni_allow_wildcard", |b| b.iter(|| p.evaluate_connection(black_box(&view))));
     g.finish();
 }

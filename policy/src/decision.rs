@@ -17,6 +17,35 @@ impl Verdict {
     }
 }
 
+/// What happened to a request (or connection), as decision logs, counters and `replay` name
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Let through (strips and log-only findings included).
+    Allow,
+    /// Refused.
+    Deny,
+    /// A rejection in dry-run: logged, let through.
+    WouldDeny,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Allow, Outcome::Deny, Outcome::WouldDeny];
+
+    /// `allow`, `deny` or `would_deny`: the decision log's `outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::WouldDeny => "would_deny",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
 /// What a finding does to the request (when it is enforced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Remedy {
@@ -133,12 +162,12 @@ impl Decision {
             .or_else(|| self.findings.first())
     }
 
-    /// `allow`, `deny` or `would_deny`.
-    pub fn outcome(&self) -> &'static str {
+    /// What happened to the request: the verdict and whether it was enforced, in one value.
+    pub fn outcome(&self) -> Outcome {
         match (self.verdict(), self.enforced()) {
-            (Verdict::Allow, _) => "allow",
-            (Verdict::Deny, true) => "deny",
-            (Verdict::Deny, false) => "would_deny",
+            (Verdict::Allow, _) => Outcome::Allow,
+            (Verdict::Deny, true) => Outcome::Deny,
+            (Verdict::Deny, false) => Outcome::WouldDeny,
         }
     }
 }
@@ -156,13 +185,13 @@ mod tests {
         let mut d = Decision::default();
         d.findings.push(f(true, Remedy::Strip));
         d.findings.push(f(false, Remedy::Log));
-        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Allow, false, "allow"));
+        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Allow, false, Outcome::Allow));
         assert_eq!(d.primary().map(|p| p.remedy), Some(Remedy::Strip));
         d.findings.push(f(false, Remedy::Reject));
-        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Deny, false, "would_deny"));
+        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Deny, false, Outcome::WouldDeny));
         assert_eq!(d.primary().map(|p| p.remedy), Some(Remedy::Reject));
         d.findings.push(f(true, Remedy::Reject));
-        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Deny, true, "deny"));
+        assert_eq!((d.verdict(), d.enforced(), d.outcome()), (Verdict::Deny, true, Outcome::Deny));
         assert!(d.primary().is_some_and(|p| p.enforced));
     }
 }

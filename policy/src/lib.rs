@@ -24,7 +24,7 @@ pub mod reason;
 pub mod samples;
 pub mod view;
 
-pub use decision::{Decision, Finding, HeaderMutation, Remedy, Verdict};
+pub use decision::{Decision, Finding, HeaderMutation, Outcome, Remedy, Verdict};
 pub use error::{ConfigError, ConfigErrors};
 pub use policy::{DenyResponse, LogSettings, Policy};
 pub use reason::{Check, ReasonCode};

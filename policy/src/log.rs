@@ -134,26 +134,44 @@ pub(crate) fn record_connection(
     Value::Object(line).to_string()
 }
 
-/// The fields every decision line has.
+/// The fields every decision line has, request or connection.
 fn summary(policy: &Policy, decision: &Decision, unix_millis: u64) -> Map<String, Value> {
     let primary = decision.primary();
-    let findings: Vec<Value> = decision
-        .findings
-        .iter()
-        .map(|f| json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced}))
-        .collect();
     let mut line = Map::new();
     line.insert("time".into(), rfc3339_millis(unix_millis).into());
-    line.insert("outcome".into(), decision.outcome().into());
+    line.insert("outcome".into(), decision.outcome().as_str().into());
     line.insert("verdict".into(), decision.verdict().as_str().into());
     line.insert("enforced".into(), decision.enforced().into());
     line.insert("check".into(), primary.map(|f| f.check.as_str()).into());
     line.insert("code".into(), primary.map(|f| f.code.as_str()).into());
     line.insert("rule".into(), primary.map(|f| f.rule.as_str()).into());
-    line.insert("findings".into(), Value::Array(findings));
+    line.insert("findings".into(), findings_json(decision));
     line.insert("principal".into(), decision.principal.clone().into());
     line.insert("policyRevision".into(), policy.revision().into());
     line
+}
+
+/// The findings of a decision as logs and `meshguard eval` show them.
+pub fn findings_json(decision: &Decision) -> Value {
+    decision
+        .findings
+        .iter()
+        .map(|f| {
+            json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced, "action": f.remedy.as_str()})
+        })
+        .collect()
+}
+
+/// Which headers a decision removes or rewrites: names only, never values.
+pub fn mutations_json(decision: &Decision) -> Value {
+    decision
+        .mutations
+        .iter()
+        .map(|m| match m {
+            HeaderMutation::Remove { name } => json!({"op": "remove", "name": text(name)}),
+            HeaderMutation::Set { name, .. } => json!({"op": "set", "name": text(name)}),
+        })
+        .collect()
 }
 
 /// The decision-log line.
@@ -164,39 +182,23 @@ pub(crate) fn record(
     req: &RequestView<'_>,
     unix_millis: u64,
 ) -> String {
-    let primary = decision.primary();
-    let findings: Vec<Value> = decision
-        .findings
-        .iter()
-        .map(|f| {
-            json!({"check": f.check.as_str(), "code": f.code.as_str(), "rule": f.rule, "enforced": f.enforced, "action": f.remedy.as_str()})
-        })
-        .collect();
-    // Which headers were removed or rewritten: names only, never values.
-    let mutations: Vec<Value> = decision
-        .mutations
-        .iter()
-        .map(|m| match m {
-            HeaderMutation::Remove { name } => json!({"op": "remove", "name": text(name)}),
-            HeaderMutation::Set { name, .. } => json!({"op": "set", "name": text(name)}),
-        })
-        .collect();
-    json!({
-        "time": rfc3339_millis(unix_millis),
-        "requestId": req.request_id().and_then(printable_id),
-        "outcome": decision.outcome(),
-        "verdict": decision.verdict().as_str(),
-        "enforced": decision.enforced(),
-        "check": primary.map(|f| f.check.as_str()),
-        "code": primary.map(|f| f.code.as_str()),
-        "rule": primary.map(|f| f.rule.as_str()),
-        "findings": findings,
-        "headerMutations": mutations,
-        "principal": decision.principal,
-        "policyRevision": policy.revision(),
-        "request": request_json(settings, req),
-    })
-    .to_string()
+    let mut line = summary(policy, decision, unix_millis);
+    line.insert("requestId".into(), req.request_id().and_then(printable_id).into());
+    line.insert("headerMutations".into(), mutations_json(decision));
+    line.insert("request".into(), request_json(settings, req));
+    Value::Object(line).to_string()
+}
+
+/// Every decision-log line is this prefix and one JSON object, in Envoy's log. Stable: log
+/// pipelines, `meshguard replay` and the tests find decisions by `meshguard.decision {`.
+pub const DECISION_LOG_PREFIX: &str = "meshguard.decision ";
+
+/// The decision's JSON object in a line of Envoy's log (what follows [`DECISION_LOG_PREFIX`]),
+/// or `None` when the line holds no decision.
+pub fn decision_json(line: &str) -> Option<&str> {
+    const MARK: &str = "meshguard.decision {";
+    let at = line.find(MARK)?;
+    line.get(at + DECISION_LOG_PREFIX.len()..)
 }
 
 /// `2026-11-22T07:20:44.123Z` from milliseconds since the Unix epoch.
@@ -221,6 +223,16 @@ pub fn rfc3339_millis(unix_millis: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_lines_are_found_after_the_prefix() {
+        let line = "[2026-11-30 info][wasm] wasm log meshguard: meshguard.decision {\"outcome\":\"deny\"}";
+        assert_eq!(decision_json(line), Some("{\"outcome\":\"deny\"}"));
+        assert_eq!(decision_json("meshguard.decision {}"), Some("{}"));
+        assert_eq!(decision_json("meshguard.decisions {}"), None);
+        assert_eq!(decision_json("meshguard.decision x"), None);
+        assert_eq!(decision_json("meshguard: policy accepted"), None);
+    }
 
     #[test]
     fn time_format() {

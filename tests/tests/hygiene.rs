@@ -435,7 +435,7 @@ fn sidecar_preset_over_http1_and_http2() -> Result<()> {
         let codes: Vec<&str> = again.findings.iter().map(|f| f.code.as_str()).collect();
         let logged: Vec<&str> =
             d["findings"].as_array().into_iter().flatten().filter_map(|f| f["code"].as_str()).collect();
-        assert_eq!((again.outcome(), codes), (d["outcome"].as_str().unwrap_or(""), logged), "replay of {d}");
+        assert_eq!((again.outcome().as_str(), codes), (d["outcome"].as_str().unwrap_or(""), logged), "replay of {d}");
         replayed += 1;
     }
     assert!(replayed >= 35, "only {replayed} decisions replayed");
