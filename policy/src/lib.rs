@@ -22,6 +22,9 @@ pub mod parse;
 mod policy;
 pub mod reason;
 pub mod samples;
+#[cfg(test)]
+mod testing;
+pub mod vectors;
 pub mod view;
 
 pub use decision::{Decision, Finding, HeaderMutation, Outcome, Remedy, Verdict};

@@ -257,3 +257,6 @@ impl Check for PeerIdentity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

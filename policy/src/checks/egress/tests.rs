@@ -1,22 +1,13 @@
 //! The egress allowlist through the public API: policy JSON in, decision out, for HTTP requests
 //! (outbound sidecar, egress gateway) and TLS connections (the network filter's SNI).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use policy::view::connection::OwnedConnection;
-use policy::view::request::{OwnedDirection, OwnedRequest};
-use policy::{Policy, ReasonCode};
+use super::*;
+use crate::testing::errors;
+use crate::testing::policy;
+use crate::view::connection::OwnedConnection;
+use crate::view::request::{OwnedDirection, OwnedRequest};
+use crate::{Policy, ReasonCode};
 use serde_json::json;
-
-fn policy(v: serde_json::Value) -> Policy {
-    Policy::from_value(v).unwrap_or_else(|e| panic!("policy should validate:\n{e}"))
-}
-
-fn errors(v: serde_json::Value) -> Vec<String> {
-    match Policy::from_value(v) {
-        Ok(_) => panic!("policy should be refused"),
-        Err(e) => e.iter().map(|e| e.to_string()).collect(),
-    }
-}
 
 fn egress(e: serde_json::Value) -> Policy {
     policy(json!({"version": 1, "egress": e}))
@@ -70,7 +61,7 @@ impl Req {
         self.0.peer.uri_san = Some(uri.into());
         self
     }
-    fn decide(&self, p: &Policy) -> policy::Decision {
+    fn decide(&self, p: &Policy) -> crate::Decision {
         let pairs = self.0.pairs();
         p.evaluate(&self.0.view(&pairs))
     }
@@ -563,7 +554,7 @@ fn invalid_egress_sections_name_the_field() {
 
 #[test]
 fn ten_thousand_hosts() {
-    let rules = policy::samples::scale_egress_rules(1000, 10);
+    let rules = crate::samples::scale_egress_rules(1000, 10);
     let p = egress(json!({"allow": rules}));
     assert_eq!(Req::to("h4.svc777.example.com").workload("ns777", "x").code(&p), None);
     assert_eq!(Req::to("a.b.w3.svc999.example.org").workload("ns999", "x").code(&p), None);
@@ -575,4 +566,43 @@ fn ten_thousand_hosts() {
         Req::to("w3.svc999.example.org").workload("ns999", "x").code(&p),
         Some(ReasonCode::EgressHostNotAllowed)
     );
+}
+
+// ----- Units -----
+
+#[test]
+fn clusters() {
+    let istio = |port, host: &str| Cluster::Istio { port, host: ClusterHost::Exact(Host::Name(host.into())) };
+    assert_eq!(parse_cluster(b"PassthroughCluster"), Cluster::Passthrough);
+    assert_eq!(parse_cluster(b"InboundPassthroughClusterIpv4"), Cluster::Passthrough);
+    assert_eq!(parse_cluster(b"BlackHoleCluster"), Cluster::Blackhole);
+    assert_eq!(parse_cluster(b"outbound|443||api.example.com"), istio(443, "api.example.com"));
+    assert_eq!(
+        parse_cluster(b"outbound|80|v1|reviews.default.svc.cluster.local"),
+        istio(80, "reviews.default.svc.cluster.local")
+    );
+    assert_eq!(parse_cluster(b"outbound_.443_._.api.example.com"), istio(443, "api.example.com"));
+    assert_eq!(parse_cluster(b"outbound_.443_.v1_.api.example.com"), istio(443, "api.example.com"));
+    assert_eq!(
+        parse_cluster(b"outbound|443||*.example.com"),
+        Cluster::Istio { port: 443, host: ClusterHost::Wildcard("example.com".into()) }
+    );
+    for other in [&b"inbound|8080||"[..], b"outbound|x||a.com", b"outbound|443|", b"echo", b"outbound|443||bad host"] {
+        assert_eq!(parse_cluster(other), Cluster::Other, "{}", String::from_utf8_lossy(other));
+    }
+}
+
+#[test]
+fn short_names_and_wildcards() {
+    let fqdn = "reviews.default.svc.cluster.local";
+    for short in ["reviews", "reviews.default", "reviews.default.svc"] {
+        assert!(is_short_name_of(short, fqdn), "{short}");
+    }
+    assert!(!is_short_name_of("reviews.default.svc.cluster", fqdn));
+    assert!(!is_short_name_of("review", fqdn));
+    assert!(!is_short_name_of("api", "api.example.com"));
+    assert!(covered_by_wildcard("a.example.com", "example.com"));
+    assert!(covered_by_wildcard("a.b.example.com", "example.com"));
+    assert!(!covered_by_wildcard("example.com", "example.com"));
+    assert!(!covered_by_wildcard("evilexample.com", "example.com"));
 }

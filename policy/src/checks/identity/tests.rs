@@ -1,24 +1,14 @@
 //! The peer-identity check through the public API: policy JSON in, decision out.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use policy::view::request::OwnedRequest;
-use policy::{Policy, ReasonCode};
+use crate::testing::errors;
+use crate::testing::policy;
+use crate::view::request::OwnedRequest;
+use crate::{Policy, ReasonCode};
 use serde_json::json;
 
 const WEB: &str = "spiffe://cluster.local/ns/web/sa/web";
 const BATCH: &str = "spiffe://cluster.local/ns/batch/sa/batch";
 const ADMIN: &str = "spiffe://cluster.local/ns/ops/sa/admin";
-
-fn policy(v: serde_json::Value) -> Policy {
-    Policy::from_value(v).unwrap_or_else(|e| panic!("policy should validate:\n{e}"))
-}
-
-fn errors(v: serde_json::Value) -> Vec<String> {
-    match Policy::from_value(v) {
-        Ok(_) => panic!("policy should be refused"),
-        Err(e) => e.iter().map(|e| e.to_string()).collect(),
-    }
-}
 
 struct Req(OwnedRequest);
 
