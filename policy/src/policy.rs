@@ -160,14 +160,7 @@ impl Policy {
 
     /// [`Policy::should_log`] for a connection; allows are sampled by a hash of the SNI.
     pub fn should_log_connection(&self, decision: &Decision, conn: &ConnectionView<'_>) -> bool {
-        if !decision.findings.is_empty() {
-            return true;
-        }
-        match self.log.allow_per_million {
-            0 => false,
-            1_000_000.. => true,
-            n => crate::log::sample_bucket(conn.sni.unwrap_or_default()) < n,
-        }
+        self.log_due(decision, conn.sni.unwrap_or_default())
     }
 
     /// The decision-log line for a connection: like [`Policy::decision_log_line`], with a
@@ -179,13 +172,19 @@ impl Policy {
     /// Whether this decision gets a decision-log line: every deny and would-deny, and the
     /// sampled share of allows.
     pub fn should_log(&self, decision: &Decision, req: &RequestView<'_>) -> bool {
+        self.log_due(decision, req.request_id().unwrap_or_default())
+    }
+
+    /// Every decision with a finding; of the others, the share `allowSampleRate` picks by a
+    /// hash of `sample_key`.
+    fn log_due(&self, decision: &Decision, sample_key: &[u8]) -> bool {
         if !decision.findings.is_empty() {
             return true;
         }
         match self.log.allow_per_million {
             0 => false,
             1_000_000.. => true,
-            n => crate::log::sample_bucket(req.request_id().unwrap_or_default()) < n,
+            n => crate::log::sample_bucket(sample_key) < n,
         }
     }
 
@@ -214,7 +213,7 @@ fn compile_log(doc: &PolicyDocument, errs: &mut ConfigErrors) -> LogSettings {
     }
     let mut redact: HashSet<String> = crate::log::ALWAYS_REDACTED.iter().map(|s| s.to_string()).collect();
     for (i, name) in l.redact_headers.iter().enumerate() {
-        if name.is_empty() || !name.bytes().all(crate::matchers::route::is_tchar) {
+        if name.is_empty() || !name.bytes().all(crate::parse::token::is_tchar) {
             errs.push(format!("decisionLog.redactHeaders[{i}]"), "must be a header name (an RFC 9110 token)");
         }
         redact.insert(name.to_ascii_lowercase());

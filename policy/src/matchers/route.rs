@@ -5,6 +5,7 @@ use serde::Deserialize;
 use crate::error::ConfigErrors;
 use crate::matchers::hosts::HostTable;
 use crate::parse::host::HostPattern;
+use crate::parse::token::is_method_token;
 
 /// Which requests a rule is about. Every listed dimension must match; an empty list matches
 /// everything.
@@ -32,11 +33,6 @@ pub struct PathMatchDoc {
     pub prefix: Option<String>,
     #[serde(default)]
     pub regex: Option<String>,
-}
-
-/// RFC 9110 `tchar`.
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The parts of a request that routes match on, each computed once per request by the
@@ -97,7 +93,7 @@ impl RouteMatch {
             }
         }
         for (i, method) in doc.methods.iter().enumerate() {
-            if method.is_empty() || !method.bytes().all(is_tchar) || method.bytes().any(|b| b.is_ascii_lowercase()) {
+            if !is_method_token(method) {
                 errs.push(format!("{at}.methods[{i}]"), "must be an uppercase HTTP method token such as GET");
             }
             m.methods.push(method.as_bytes().to_vec());

@@ -10,8 +10,10 @@
 //! - [`xfcc`]: `x-forwarded-client-cert` elements;
 //! - [`cluster`]: Istio cluster names.
 
+pub mod cluster;
 pub mod host;
 pub mod path;
 pub mod spiffe;
 pub mod target;
+pub mod token;
 pub mod xfcc;

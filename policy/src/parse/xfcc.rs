@@ -27,37 +27,10 @@ pub struct Pair {
 
 /// Split `raw` on `sep` outside double quotes (honouring `\"` inside quotes).
 fn split_unquoted(raw: &[u8], sep: u8) -> Result<Vec<&[u8]>, XfccError> {
-    match split_outside_quotes(raw, sep) {
+    match crate::parse::token::split_outside_quotes(raw, sep) {
         (_, false) => Err(XfccError::UnterminatedQuote),
         (parts, true) => Ok(parts),
     }
-}
-
-/// Split `raw` on `sep` outside double quotes (honouring `\"` inside quotes); the flag says
-/// whether every quote was closed. Shared with the hygiene guards, so that the guards and the
-/// identity check cut a header value the same way.
-pub(crate) fn split_outside_quotes(raw: &[u8], sep: u8) -> (Vec<&[u8]>, bool) {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut in_quotes = false;
-    let mut escaped = false;
-    for (i, &b) in raw.iter().enumerate() {
-        if in_quotes {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_quotes = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            in_quotes = true;
-        } else if b == sep {
-            parts.push(raw.get(start..i).unwrap_or_default());
-            start = i + 1;
-        }
-    }
-    parts.push(raw.get(start..).unwrap_or_default());
-    (parts, !in_quotes)
 }
 
 fn unquote(v: &[u8]) -> Vec<u8> {

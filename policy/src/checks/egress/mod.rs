@@ -75,6 +75,7 @@ use crate::error::ConfigErrors;
 use crate::matchers::hosts::HostTable;
 use crate::matchers::principals::PrincipalSet;
 use crate::matchers::route::{RouteInput, RouteMatch, RouteMatchDoc};
+use crate::parse::cluster::{parse_cluster, Cluster, ClusterHost};
 use crate::parse::host::{parse_host, Host, HostClass, HostPattern};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::reason::ReasonCode;
@@ -129,70 +130,6 @@ impl Miss {
             Miss::SourceNotAllowed => ReasonCode::EgressSourceNotAllowed,
         }
     }
-}
-
-/// Where Envoy's route sent the request, read from `xds.cluster_name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Cluster {
-    /// Istio's `PassthroughCluster` / `InboundPassthroughCluster*`: wherever the app connected.
-    Passthrough,
-    /// Istio's `BlackHoleCluster`.
-    Blackhole,
-    /// `outbound|<port>|<subset>|<host>` (or the `outbound_.<port>_.<subset>_.<host>` form).
-    Istio { port: u16, host: ClusterHost },
-    /// Any other name: nothing to check the authority against.
-    Other,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ClusterHost {
-    Exact(Host),
-    /// `*.example.com` as `example.com`.
-    Wildcard(String),
-}
-
-fn parse_cluster(name: &[u8]) -> Cluster {
-    match name {
-        b"PassthroughCluster" => return Cluster::Passthrough,
-        b"BlackHoleCluster" => return Cluster::Blackhole,
-        n if n.starts_with(b"InboundPassthroughCluster") => return Cluster::Passthrough,
-        _ => {}
-    }
-    let parts: Option<(&[u8], &[u8])> = if let Some(rest) = name.strip_prefix(b"outbound|") {
-        let mut it = rest.splitn(3, |&b| b == b'|');
-        match (it.next(), it.next(), it.next()) {
-            (Some(port), Some(_subset), Some(host)) => Some((port, host)),
-            _ => None,
-        }
-    } else if let Some(rest) = name.strip_prefix(b"outbound_.") {
-        // outbound_.443_._.api.example.com (Istio's SNI-DNAT form; the subset may be empty).
-        let port_end = rest.iter().position(|&b| b == b'_');
-        port_end.and_then(|end| {
-            let port = rest.get(..end)?;
-            let after = rest.get(end..)?.strip_prefix(b"_.")?;
-            let sub_end = after.iter().position(|&b| b == b'_')?;
-            let host = after.get(sub_end..)?.strip_prefix(b"_.")?;
-            Some((port, host))
-        })
-    } else {
-        None
-    };
-    let Some((port, host)) = parts else { return Cluster::Other };
-    let Some(port) = std::str::from_utf8(port).ok().and_then(|p| p.parse::<u16>().ok()) else {
-        return Cluster::Other;
-    };
-    let host = if let Some(suffix) = host.strip_prefix(b"*.") {
-        match parse_host(suffix) {
-            Ok(Host::Name(name)) => ClusterHost::Wildcard(name),
-            _ => return Cluster::Other,
-        }
-    } else {
-        match parse_host(host) {
-            Ok(h) => ClusterHost::Exact(h),
-            Err(_) => return Cluster::Other,
-        }
-    };
-    Cluster::Istio { port, host }
 }
 
 /// `reviews.default.svc.cluster.local`: a Kubernetes service FQDN (`<svc>.<ns>.svc.<domain>`).

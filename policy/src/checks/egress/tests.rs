@@ -571,28 +571,6 @@ fn ten_thousand_hosts() {
 // ----- Units -----
 
 #[test]
-fn clusters() {
-    let istio = |port, host: &str| Cluster::Istio { port, host: ClusterHost::Exact(Host::Name(host.into())) };
-    assert_eq!(parse_cluster(b"PassthroughCluster"), Cluster::Passthrough);
-    assert_eq!(parse_cluster(b"InboundPassthroughClusterIpv4"), Cluster::Passthrough);
-    assert_eq!(parse_cluster(b"BlackHoleCluster"), Cluster::Blackhole);
-    assert_eq!(parse_cluster(b"outbound|443||api.example.com"), istio(443, "api.example.com"));
-    assert_eq!(
-        parse_cluster(b"outbound|80|v1|reviews.default.svc.cluster.local"),
-        istio(80, "reviews.default.svc.cluster.local")
-    );
-    assert_eq!(parse_cluster(b"outbound_.443_._.api.example.com"), istio(443, "api.example.com"));
-    assert_eq!(parse_cluster(b"outbound_.443_.v1_.api.example.com"), istio(443, "api.example.com"));
-    assert_eq!(
-        parse_cluster(b"outbound|443||*.example.com"),
-        Cluster::Istio { port: 443, host: ClusterHost::Wildcard("example.com".into()) }
-    );
-    for other in [&b"inbound|8080||"[..], b"outbound|x||a.com", b"outbound|443|", b"echo", b"outbound|443||bad host"] {
-        assert_eq!(parse_cluster(other), Cluster::Other, "{}", String::from_utf8_lossy(other));
-    }
-}
-
-#[test]
 fn short_names_and_wildcards() {
     let fqdn = "reviews.default.svc.cluster.local";
     for short in ["reviews", "reviews.default", "reviews.default.svc"] {

@@ -33,8 +33,10 @@ pub mod presets;
 use crate::checks::{Check, Context};
 use crate::decision::{Decision, Finding, HeaderMutation, Remedy};
 use crate::error::ConfigErrors;
-use crate::matchers::route::is_tchar;
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
+use crate::parse::token::{
+    is_method_token, is_tchar, list_tokens as tokens, top_level_elements, trim_ows as trim, TCHAR,
+};
 use crate::reason::ReasonCode;
 use crate::view::request::RequestView;
 use crate::view::Needs;
@@ -237,11 +239,6 @@ fn trust_of(guards: &GuardsDoc, g: Guard) -> Option<bool> {
         _ => None,
     };
     doc.and_then(|d| d.trust_mtls_peers)
-}
-
-/// An uppercase RFC 9110 method token.
-fn is_method_token(m: &str) -> bool {
-    !m.is_empty() && m.bytes().all(is_tchar) && !m.bytes().any(|b| b.is_ascii_lowercase())
 }
 
 fn compile_methods(list: &[String], at: &str, errs: &mut ConfigErrors) -> Vec<Vec<u8>> {
@@ -852,24 +849,6 @@ fn has_control(value: &[u8]) -> bool {
     value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
-/// RFC 9110 `tchar`, as a table. (Built at compile time: an index out of range would fail the
-/// build, never a request.)
-#[allow(clippy::indexing_slicing)]
-const TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-            );
-        b += 1;
-    }
-    t
-};
-
 /// (not a token, contains `_`) in one pass over a header name.
 fn name_classes(name: &[u8]) -> (bool, bool) {
     let mut bad = name.is_empty();
@@ -910,17 +889,6 @@ fn value_classes(value: &[u8]) -> (bool, bool) {
     (control, high & HI != 0 || tail_high)
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
-    v.get(start..end).unwrap_or_default()
-}
-
-/// The comma-separated tokens of a list header, trimmed, empty ones skipped.
-fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
-}
-
 /// 1 to 15 decimal digits, nothing else (no sign, no spaces inside, no list).
 fn parse_content_length(v: &[u8]) -> Option<u64> {
     let v = trim(v);
@@ -928,12 +896,6 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
-}
-
-/// The pieces of a value between commas outside double quotes (`\"` escapes inside; an
-/// unclosed quote runs to the end).
-fn top_level_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    crate::parse::xfcc::split_outside_quotes(v, b',').0.into_iter()
 }
 
 fn has_top_level_comma(v: &[u8]) -> bool {
