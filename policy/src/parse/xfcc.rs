@@ -9,6 +9,10 @@
 //! Grammar (Envoy's): elements separated by `,`; each element is `key=value` pairs separated by
 //! `;`; a value containing `,`, `;` or `=` is double-quoted, with `\"` for a quote inside.
 
+use std::borrow::Cow;
+
+use crate::parse::token::QuotedSplit;
+
 /// Why an XFCC header could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XfccError {
@@ -25,11 +29,12 @@ pub struct Pair {
     pub value: Vec<u8>,
 }
 
-/// Split `raw` on `sep` outside double quotes (honouring `\"` inside quotes).
-fn split_unquoted(raw: &[u8], sep: u8) -> Result<Vec<&[u8]>, XfccError> {
-    match crate::parse::token::split_outside_quotes(raw, sep) {
-        (_, false) => Err(XfccError::UnterminatedQuote),
-        (parts, true) => Ok(parts),
+/// [`unquote`], borrowing when there is nothing to unescape.
+fn unquote_cow(v: &[u8]) -> Cow<'_, [u8]> {
+    match v {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Cow::Borrowed(inner),
+        [b'"', ..] => Cow::Owned(unquote(v)),
+        _ => Cow::Borrowed(v),
     }
 }
 
@@ -64,7 +69,11 @@ pub fn parse_element(raw: &[u8]) -> Result<Vec<Pair>, XfccError> {
         return Err(XfccError::Empty);
     }
     let mut pairs = Vec::new();
-    for part in split_unquoted(raw, b';')? {
+    let (parts, closed) = crate::parse::token::split_outside_quotes(raw, b';');
+    if !closed {
+        return Err(XfccError::UnterminatedQuote);
+    }
+    for part in parts {
         let part = trim(part);
         let eq = part.iter().position(|&b| b == b'=').ok_or(XfccError::MissingEquals)?;
         let (key, value) = part.split_at(eq);
@@ -77,65 +86,68 @@ pub fn parse_element(raw: &[u8]) -> Result<Vec<Pair>, XfccError> {
     Ok(pairs)
 }
 
-/// The last element of the header, given every value of the header in order (several
-/// header lines are read as one comma-separated list).
-pub fn last_element<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<Vec<Pair>>, XfccError> {
-    let mut last: Option<&[u8]> = None;
-    for value in values {
-        if let Some(el) = split_unquoted(value, b',')?.into_iter().rev().find(|e| !trim(e).is_empty()) {
-            last = Some(el);
-        }
-    }
-    last.map(parse_element).transpose()
+/// What every `x-forwarded-client-cert` value of a request holds, read in one pass without
+/// allocating: how many non-empty elements there are, and the last one (raw, trimmed). On an
+/// mTLS connection the last element is the one the local Envoy appended (APPEND_FORWARD) or
+/// set (SANITIZE_SET); every other one is hearsay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Elements<'a> {
+    pub count: usize,
+    pub last: Option<&'a [u8]>,
 }
 
-/// Every non-empty element of the header, raw (quotes kept), in order, given every value of the
-/// header in order. The last one is the element the local Envoy appended (APPEND_FORWARD) or
-/// set (SANITIZE_SET), on an mTLS connection.
-pub fn raw_elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Vec<&'a [u8]>, XfccError> {
-    let mut out = Vec::new();
+/// Read every value of the header, in order (several header lines are one comma-separated
+/// list). An unterminated quote anywhere is an error.
+pub fn elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Elements<'a>, XfccError> {
+    let mut out = Elements::default();
     for value in values {
-        out.extend(split_unquoted(value, b',')?.into_iter().map(trim).filter(|e| !e.is_empty()));
+        let mut split = QuotedSplit::new(value, b',');
+        for element in split.by_ref().map(trim).filter(|e| !e.is_empty()) {
+            out.count += 1;
+            out.last = Some(element);
+        }
+        if split.unterminated() {
+            return Err(XfccError::UnterminatedQuote);
+        }
     }
     Ok(out)
 }
 
-/// How many non-empty elements the header has (see [`raw_elements`]), without allocating.
-pub fn count_elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<usize, XfccError> {
-    let mut count = 0;
-    for value in values {
-        let mut in_quotes = false;
-        let mut escaped = false;
-        let mut content = false;
-        for &b in value {
-            if in_quotes {
-                match (escaped, b) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_quotes = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => {
-                    in_quotes = true;
-                    content = true;
-                }
-                b',' => {
-                    count += usize::from(content);
-                    content = false;
-                }
-                b if b.is_ascii_whitespace() => {}
-                _ => content = true,
-            }
-        }
-        if in_quotes {
-            return Err(XfccError::UnterminatedQuote);
-        }
-        count += usize::from(content);
+/// The last element, parsed (see [`elements`] and [`parse_element`]).
+pub fn last_element<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<Vec<Pair>>, XfccError> {
+    elements(values)?.last.map(parse_element).transpose()
+}
+
+/// The `URI` values of one raw element, unquoted, without allocating unless a value has `\`
+/// escapes; `Err` when the element does not parse (see [`parse_element`]).
+pub fn element_uris(raw: &[u8]) -> Result<impl Iterator<Item = Cow<'_, [u8]>>, XfccError> {
+    let raw = trim(raw);
+    if raw.is_empty() {
+        return Err(XfccError::Empty);
     }
-    Ok(count)
+    // The same refusals, in the same order, as `parse_element`.
+    let mut check = QuotedSplit::new(raw, b';');
+    let mut first_error = None;
+    for part in check.by_ref() {
+        let error = match part.iter().position(|&b| b == b'=') {
+            None => Some(XfccError::MissingEquals),
+            Some(eq) if trim(part.get(..eq).unwrap_or_default()).is_empty() => Some(XfccError::EmptyKey),
+            Some(_) => None,
+        };
+        first_error = first_error.or(error);
+    }
+    if check.unterminated() {
+        return Err(XfccError::UnterminatedQuote);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(QuotedSplit::new(raw, b';').filter_map(|part| {
+        let eq = part.iter().position(|&b| b == b'=')?;
+        let key = trim(part.get(..eq)?);
+        let value = trim(part.get(eq + 1..).unwrap_or_default());
+        key.eq_ignore_ascii_case(b"URI").then(|| unquote_cow(value))
+    }))
 }
 
 /// The `URI` values of an element.
@@ -200,11 +212,36 @@ mod tests {
     #[test]
     fn counting_agrees_with_splitting() {
         for v in [&b""[..], b" , ,", b"a=1", b"a=1,b=2", br#"S="x,y";U=1, b=2 ,"#, br#"a="\",",b"#, br#"a="x"#] {
-            let counted = count_elements(std::iter::once(v));
-            let split = raw_elements(std::iter::once(v)).map(|e| e.len());
-            assert_eq!(counted, split, "{:?}", String::from_utf8_lossy(v));
+            let counted = elements(std::iter::once(v)).map(|e| e.count);
+            let (parts, closed) = crate::parse::token::split_outside_quotes(v, b',');
+            let split = parts.into_iter().filter(|e| !trim(e).is_empty()).count();
+            let expected = if closed { Ok(split) } else { Err(XfccError::UnterminatedQuote) };
+            assert_eq!(counted, expected, "{:?}", String::from_utf8_lossy(v));
         }
-        assert_eq!(count_elements([&b"a=1"[..], b"b=2,c=3"].into_iter()), Ok(3));
+        assert_eq!(
+            elements([&b"a=1"[..], b"b=2,c=3"].into_iter()).map(|e| (e.count, e.last)),
+            Ok((3, Some(&b"c=3"[..])))
+        );
+    }
+
+    /// The allocation-free URI reader and the full element parser agree on every element.
+    #[test]
+    fn element_uris_agree_with_parse_element() {
+        for raw in [
+            &b"By=a;URI=spiffe://td/x"[..],
+            b"URI=\"spiffe://td/q\";uri=spiffe://td/b",
+            br#"URI="a\"b";Subject="x;y""#,
+            b"URI",
+            b"=x",
+            b"a=b;;c=d",
+            br#"Subject="abc"#,
+            b"",
+            b" Hash=1 ; URI = spiffe://td/sp ",
+        ] {
+            let fast = element_uris(raw).map(|u| u.map(Cow::into_owned).collect::<Vec<_>>());
+            let full = parse_element(raw).map(|el| uris(&el).map(<[u8]>::to_vec).collect::<Vec<_>>());
+            assert_eq!(fast, full, "{:?}", String::from_utf8_lossy(raw));
+        }
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use crate::matchers::route::RouteInput;
-use crate::parse::host::{parse_authority, Authority, HostError};
+use crate::parse::host::{parse_authority, Authority, Host, HostError};
 use crate::parse::target::PathFacts;
-use crate::parse::xfcc::XfccError;
+use crate::parse::xfcc::{Elements, XfccError};
 
 /// Which way the request flows through this Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,7 +85,7 @@ struct Facts<'a> {
     host_key: OnceCell<Option<String>>,
     canonical_path: OnceCell<Cow<'a, [u8]>>,
     target: OnceCell<PathFacts>,
-    xfcc: OnceCell<Result<Vec<&'a [u8]>, XfccError>>,
+    xfcc: OnceCell<Result<Elements<'a>, XfccError>>,
 }
 
 /// The pseudo-headers and the few headers every check may ask for, from one pass.
@@ -200,7 +200,12 @@ impl<'a> RequestView<'a> {
     /// The key host rules match on ([`crate::parse::host::Host::match_key`]), or `None` when
     /// the authority is not a host or is a spelling no rule can name.
     pub fn host_key(&self) -> Option<&str> {
-        self.facts.host_key.get_or_init(|| self.parsed_authority().ok().and_then(|a| a.host.match_key())).as_deref()
+        match self.parsed_authority() {
+            // A name is its own key: no copy.
+            Ok(Authority { host: Host::Name(name), .. }) => Some(name),
+            Ok(a) => self.facts.host_key.get_or_init(|| a.host.match_key()).as_deref(),
+            Err(_) => None,
+        }
     }
 
     /// The canonical path ([`crate::parse::path::canonical`]) that route rules match on.
@@ -213,15 +218,10 @@ impl<'a> RequestView<'a> {
         self.facts.target.get_or_init(|| crate::parse::target::analyze(self.path()))
     }
 
-    /// The non-empty elements of every `x-forwarded-client-cert` value, raw and in order
-    /// ([`crate::parse::xfcc::raw_elements`]); the last is the one the local Envoy added on
-    /// an mTLS connection.
-    pub fn xfcc_elements(&self) -> Result<&[&'a [u8]], XfccError> {
-        self.facts
-            .xfcc
-            .get_or_init(|| crate::parse::xfcc::raw_elements(self.header_all("x-forwarded-client-cert")))
-            .as_deref()
-            .map_err(|e| *e)
+    /// The `x-forwarded-client-cert` elements ([`crate::parse::xfcc::elements`]): how many,
+    /// and the last, which is the one the local Envoy added on an mTLS connection.
+    pub fn xfcc(&self) -> Result<Elements<'a>, XfccError> {
+        *self.facts.xfcc.get_or_init(|| crate::parse::xfcc::elements(self.header_all("x-forwarded-client-cert")))
     }
 
     /// Host, canonical path and method, for route rules.

@@ -369,7 +369,7 @@ impl RequestHygiene {
         if !req.peer.mtls {
             return true;
         }
-        match req.xfcc_elements().map(<[_]>::len) {
+        match req.xfcc().map(|e| e.count) {
             Err(_) => true,
             Ok(0 | 1) => false,
             Ok(_) => !self.peer_forwards_xfcc(req),
@@ -385,8 +385,8 @@ impl RequestHygiene {
     fn strip(&self, g: Guard, req: &RequestView<'_>, out: &mut Vec<HeaderMutation>) {
         if g == Guard::Xfcc {
             const XFCC: &[u8] = b"x-forwarded-client-cert";
-            let last = match req.xfcc_elements() {
-                Ok(elements) if req.peer.mtls => elements.last().copied(),
+            let last = match req.xfcc() {
+                Ok(elements) if req.peer.mtls => elements.last,
                 _ => None,
             };
             out.retain(|m| m.name() != XFCC);

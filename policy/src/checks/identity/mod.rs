@@ -8,6 +8,7 @@
 
 pub mod doc;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use crate::checks::{builtin, Check, Context, RuleIds};
@@ -16,7 +17,7 @@ use crate::document::Action;
 use crate::error::ConfigErrors;
 use crate::matchers::route::{RouteInput, RouteMatch};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
-use crate::parse::xfcc::parse_element;
+use crate::parse::xfcc::element_uris;
 use crate::reason::ReasonCode;
 use crate::view::request::{Direction, RequestView};
 use crate::view::Needs;
@@ -67,7 +68,7 @@ impl PeerIdentity {
     fn establish(&self, req: &RequestView<'_>) -> Result<Option<SpiffeId>, (ReasonCode, &'static str)> {
         const REQUIRE: &str = builtin::IDENTITY_REQUIRE;
         const SOURCE: &str = builtin::IDENTITY_SOURCE;
-        let uri = match self.source {
+        let uri: Cow<'_, [u8]> = match self.source {
             IdentitySource::PeerCertificate => {
                 if !req.peer.mtls {
                     return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
@@ -79,13 +80,12 @@ impl PeerIdentity {
                 // `uri: true`, the element Envoy appended to XFCC lists them all: when the last
                 // element describes this very certificate, make sure it is the only URI. This can
                 // only ever deny, so a forged element gains a client nothing.
-                if let Some(Ok(el)) = req.xfcc_elements().ok().and_then(|e| e.last()).map(|e| parse_element(e)) {
-                    let mut uris = crate::parse::xfcc::uris(&el);
-                    if uris.next() == Some(uri) && uris.next().is_some() {
+                if let Some(Ok(mut uris)) = req.xfcc().ok().and_then(|e| e.last).map(element_uris) {
+                    if uris.next().as_deref() == Some(uri) && uris.next().is_some() {
                         return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE));
                     }
                 }
-                uri.to_vec()
+                Cow::Borrowed(uri)
             }
             IdentitySource::Xfcc => {
                 // Envoy appends its own element (APPEND_FORWARD) or sets the header
@@ -95,17 +95,16 @@ impl PeerIdentity {
                 if !req.peer.mtls {
                     return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
                 }
-                let el = match req.xfcc_elements().map(|e| e.last().map(|e| parse_element(e))) {
-                    Ok(Some(Ok(el))) => el,
+                let mut uris = match req.xfcc().map(|e| e.last.map(element_uris)) {
+                    Ok(Some(Ok(uris))) => uris,
                     Ok(None) if !self.require => return Ok(None),
                     Ok(None | Some(Err(_))) | Err(_) => return Err((ReasonCode::PeerIdentityXfccInvalid, SOURCE)),
                 };
-                let mut uris = crate::parse::xfcc::uris(&el);
                 match (uris.next(), uris.next()) {
                     (None, _) if !self.require => return Ok(None),
                     (None, _) => return Err((ReasonCode::PeerIdentityNoUriSan, REQUIRE)),
                     (Some(_), Some(_)) => return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE)),
-                    (Some(uri), None) => uri.to_vec(),
+                    (Some(uri), None) => uri,
                 }
             }
         };
