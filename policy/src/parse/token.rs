@@ -114,9 +114,12 @@ pub fn top_level_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 mod tests {
     use super::*;
 
+    /// (value, pieces, every quote closed)
+    type Case<'a> = (&'a [u8], &'a [&'a [u8]], bool);
+
     #[test]
     fn quoted_split_agrees_with_a_plain_definition() {
-        let cases: &[(&[u8], &[&[u8]], bool)] = &[
+        let cases: &[Case<'_>] = &[
             (b"", &[b""], true),
             (b"a,b", &[b"a", b"b"], true),
             (b"a,", &[b"a", b""], true),
