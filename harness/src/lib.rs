@@ -21,6 +21,7 @@ pub mod envoy;
 pub mod mesh;
 pub mod pki;
 pub mod policy_file;
+pub mod prometheus;
 pub mod render;
 pub mod server;
 pub mod tls_echo;

@@ -76,6 +76,8 @@ fn the_rendered_directory_is_a_configuration_envoy_accepts() {
     assert!(container.contains(&format!("address: 0.0.0.0, port_value: {LISTENER_PORT}")));
     assert!(container.contains(&format!("address: 0.0.0.0, port_value: {ADMIN_PORT} }}")));
     assert!(container.contains(&format!("address: \"{ECHO_ADDRESS}\", port_value: {ECHO_PORT}")));
+    // The stats_tags of envoy-config/stats-tags.yaml: meshguard_findings_total{check,code,mode}.
+    assert!(container.ends_with(harness::mesh::STATS_TAGS), "{container}");
     let ecds = std::fs::read_to_string(dir.join(compose::ECDS_FILE)).unwrap();
     assert!(ecds.contains(&format!("filename: \"{CONTAINER_ROOT}/meshguard.wasm\"")), "{ecds}");
     assert!(dir.join("pki/web.pem").is_file() && dir.join("meshguard.wasm").is_file());
