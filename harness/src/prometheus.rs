@@ -265,8 +265,10 @@ impl Prometheus {
         };
         loop {
             let targets = value("count(up)")?;
-            let fresh = value(&format!("count(timestamp(up == 1) > {since:.3})"))?;
-            if targets.is_some() && fresh == targets {
+            // timestamp() of the raw selector: `up == 1` would carry the query's own time.
+            let fresh = value(&format!("count(timestamp(up) > {since:.3})"))?;
+            let healthy = value("count(up == 1)")?;
+            if targets.is_some() && fresh == targets && healthy == targets {
                 return Ok(());
             }
             if Instant::now() > deadline {
