@@ -19,6 +19,7 @@ pub mod echo;
 pub mod egress_demo;
 pub mod envoy;
 pub mod mesh;
+pub mod observe;
 pub mod pki;
 pub mod policy_file;
 pub mod prometheus;
