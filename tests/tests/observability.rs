@@ -1,11 +1,12 @@
 //! meshguard as a platform team's monitoring sees it: a real Prometheus (loopback, temporary
-//! storage, meshguard's alerting rules loaded) scrapes the admin `/stats/prometheus` of two
-//! real Envoys, one sidecar with meshguard and one whose filter chain lacks it (a WasmPlugin
-//! that matches no listener). After allowed, denied and dry-run traffic and a rejected policy
-//! update, every dashboard query and every alert expression is evaluated through Prometheus's
-//! HTTP API: each must parse, and the ones this traffic lights up must return series with the
-//! expected labels; the alerts this traffic must not fire return nothing. Prometheus itself
-//! must load every rule and evaluate it without error.
+//! storage, meshguard's alerting rules loaded) scrapes the admin `/stats/prometheus` of three
+//! real Envoys: a sidecar with meshguard, one whose filter chain lacks it (a WasmPlugin that
+//! matches no listener) and one whose policy meshguard refused at startup. After allowed,
+//! denied and dry-run traffic and a rejected policy update, every dashboard query and every
+//! alert expression is evaluated through Prometheus's HTTP API: each must parse, and the ones
+//! this traffic lights up must return series with the expected labels; the alerts this
+//! traffic must not fire return nothing. Prometheus itself must load every rule and evaluate
+//! it without error.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -112,11 +113,20 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
         ..MeshOptions::default()
     })?;
 
+    // And one whose policy the filter refused at startup: Envoy answers 500 to everything.
+    let broken = Mesh::start(MeshOptions {
+        wasm: Some(ensure_wasm()?),
+        allow_rejected_policy: true,
+        ..MeshOptions::with_policy(r#"{"version": 1, "mode": "sometimes"}"#)
+    })?;
+
     let a = protected.admin_addr().to_string();
     let b = unprotected.admin_addr().to_string();
+    let c = broken.admin_addr().to_string();
     let prom = Prometheus::start(&PrometheusOptions::scraping(vec![
         Target { addr: protected.admin_addr(), labels: vec![("proxy".into(), "protected".into())] },
         Target { addr: unprotected.admin_addr(), labels: vec![("proxy".into(), "unprotected".into())] },
+        Target { addr: broken.admin_addr(), labels: vec![("proxy".into(), "broken".into())] },
     ]))?;
     let scraped = |since: f64| prom.wait_scraped_after(since, Duration::from_secs(20));
     scraped(now())?;
@@ -126,11 +136,13 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
     send(&protected, Some("web"), "/api/items", 1, 200)?;
     send(&protected, Some("batch"), "/admin/x", 1, 200)?;
     send(&unprotected, None, "/api/items", 2, 200)?;
+    send(&broken, None, "/api/items", 2, 500)?;
     scraped(now())?;
     send(&protected, None, "/api/items", 30, 403)?;
     send(&protected, Some("web"), "/api/items", 5, 200)?;
     send(&protected, Some("batch"), "/admin/x", 3, 200)?;
     send(&unprotected, None, "/api/items", 10, 200)?;
+    send(&broken, None, "/api/items", 5, 500)?;
     let update = protected.update_policy(r#"{"version": 1, "mode": "sometimes"}"#)?;
     assert!(matches!(update, PolicyUpdate::Rejected { .. }), "{update:?}");
     scraped(now())?;
@@ -176,9 +188,16 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
         assert!(r.len() == 1 && value(&r[0]) > 0.0, "{legend}: {r:?}");
     }
     let share = answer("Share of inbound requests meshguard inspected, by proxy / A");
-    assert_eq!(share.len(), 1, "only the protected proxy has meshguard: {share:?}");
-    assert_eq!(labels(&share[0])["instance"], a);
-    assert!((0.9..=1.1).contains(&value(&share[0])), "meshguard saw every inbound request: {share:?}");
+    let share_a = with(share, &[("instance", &a)]);
+    assert!(
+        share_a.len() == 1 && (0.9..=1.1).contains(&value(share_a[0])),
+        "meshguard saw every inbound request: {share:?}"
+    );
+    assert!(with(share, &[("instance", &b)]).is_empty(), "no meshguard, no ratio: {share:?}");
+    assert!(
+        with(share, &[("instance", &c)]).iter().all(|s| value(s) == 0.0),
+        "the broken proxy inspects nothing: {share:?}"
+    );
     let by_code = answer("Findings by check and reason code / A");
     assert!(
         !with(by_code, &[("check", "peer_identity"), ("code", "peer_identity_missing"), ("mode", "enforced")])
@@ -191,9 +210,13 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
     let denied = answer("Denied requests by proxy (top 10) / A");
     assert_eq!(with(denied, &[("instance", &a)]).len(), 1, "{denied:?}");
     let errors = answer("Uninspectable requests (refused with 503) / A");
-    assert!(errors.len() == 1 && value(&errors[0]) == 0.0, "{errors:?}");
+    assert!(!with(errors, &[("instance", &a)]).is_empty() && errors.iter().all(|s| value(s) == 0.0), "{errors:?}");
     let rejected = answer("Policy configurations accepted and rejected / B");
     assert!(with(rejected, &[("instance", &a)]).iter().any(|s| value(s) > 0.0), "{rejected:?}");
+    let ecds = answer("Policy configurations accepted and rejected / C");
+    for proxy in [&a, &c] {
+        assert!(with(ecds, &[("instance", proxy)]).iter().any(|s| value(s) >= 1.0), "{proxy}: {ecds:?}");
+    }
     let vms = answer("Wasm VM health / A");
     assert!(with(vms, &[("instance", &a)]).iter().any(|s| value(s) >= 1.0), "live V8 VMs: {vms:?}");
     assert!(answer("Wasm VM health / B").iter().all(|s| value(s) == 0.0), "no VM reloads");
@@ -218,12 +241,19 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
         }
     }
     let only = |alert: &str| -> Vec<BTreeMap<String, String>> { fired[alert].iter().map(labels).collect() };
-    let not_inspecting = only("MeshguardNotInspecting");
-    assert_eq!(not_inspecting.len(), 1, "{not_inspecting:?}");
-    assert_eq!(not_inspecting[0]["instance"], b, "the proxy without meshguard, and only that one");
-    let rejected = only("MeshguardPolicyRejected");
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert_eq!(rejected[0]["instance"], a);
+    let instances = |alert: &str| -> Vec<String> {
+        let mut v: Vec<String> = only(alert).iter().map(|l| l["instance"].clone()).collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    // The proxy without meshguard and the one that refused its policy; not the protected one.
+    assert_eq!(instances("MeshguardNotInspecting"), sorted(vec![b.clone(), c.clone()]));
+    // The rejected live update, and the rejection at startup.
+    assert_eq!(instances("MeshguardPolicyRejected"), sorted(vec![a.clone(), c.clone()]));
     let spike = only("MeshguardDenySpike");
     assert_eq!(
         spike.len(),
@@ -264,8 +294,8 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
             .map(|a| a["state"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert_eq!(state("MeshguardPolicyRejected"), ["firing"], "{alerts}");
-    assert_eq!(state("MeshguardNotInspecting"), ["pending"], "{alerts}");
+    assert_eq!(state("MeshguardPolicyRejected"), ["firing", "firing"], "{alerts}");
+    assert_eq!(state("MeshguardNotInspecting"), ["pending", "pending"], "{alerts}");
     Ok(())
 }
 
