@@ -284,8 +284,9 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
     for r in &loaded {
         assert_eq!(r["health"], "ok", "{r}");
     }
-    let alerts = prom.api("alerts")?;
-    let state = |name: &str| -> Vec<String> {
+    // Prometheus's own rule evaluation (every second) reaches the same verdicts: the two
+    // rejections fire at once (`for: 0m`), the two uninspected proxies are pending (`for: 10m`).
+    let state = |alerts: &Value, name: &str| -> Vec<String> {
         alerts["alerts"]
             .as_array()
             .into_iter()
@@ -294,8 +295,17 @@ fn prometheus_sees_what_the_dashboard_and_the_alerts_expect() -> Result<()> {
             .map(|a| a["state"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert_eq!(state("MeshguardPolicyRejected"), ["firing", "firing"], "{alerts}");
-    assert_eq!(state("MeshguardNotInspecting"), ["pending", "pending"], "{alerts}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = prom.api("alerts")?;
+        let rejected = state(&alerts, "MeshguardPolicyRejected");
+        let not_inspecting = state(&alerts, "MeshguardNotInspecting");
+        if rejected == ["firing", "firing"] && not_inspecting == ["pending", "pending"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{alerts}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     Ok(())
 }
 
