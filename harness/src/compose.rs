@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::mesh::{json_str, render, render_ecds, write_atomically, SIDECAR_INBOUND_TEMPLATE};
+use crate::mesh::{json_str, render, render_ecds, with_stats_tags, write_atomically, SIDECAR_INBOUND_TEMPLATE};
 use crate::pki::Pki;
 use crate::Result;
 
@@ -63,7 +63,8 @@ pub fn render_into(out: &Path, policy_json: &str, wasm: &Path, root: &str) -> Re
             ("UPSTREAM_PORT", ECHO_PORT.to_string()),
         ],
     )?;
-    fs::write(out.join(ENVOY_FILE), bind_all_interfaces(&config)?)?;
+    // With the stats_tags, as the local mesh: `meshguard_findings_total{check,code,mode}`.
+    fs::write(out.join(ENVOY_FILE), with_stats_tags(&bind_all_interfaces(&config)?))?;
     if !wasm.is_file() {
         bail!("no Wasm module at {}: run `make wasm` first", wasm.display());
     }

@@ -27,7 +27,7 @@ pub fn default_policy_path() -> PathBuf {
 
 /// Validates the policy file (so a person sees `PATH: message` lines, not Envoy's log) and
 /// starts the mesh with it.
-fn start(policy: Option<&Path>) -> Result<Mesh> {
+pub(crate) fn start(policy: Option<&Path>) -> Result<Mesh> {
     let path = policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path);
     if let Err(e) = load_policy(&path) {
         anyhow::bail!("{} is not a valid policy:\n{e}", path.display());

@@ -401,12 +401,12 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 #[cfg(target_os = "linux")]
-fn spawn(cmd: Command) -> Result<Child> {
+pub(crate) fn spawn(cmd: Command) -> Result<Child> {
     linux_spawner::spawn(cmd)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn spawn(mut cmd: Command) -> Result<Child> {
+pub(crate) fn spawn(mut cmd: Command) -> Result<Child> {
     Ok(cmd.spawn()?)
 }
 

@@ -5,7 +5,8 @@
 //! - `replay`                re-decide logged requests under a (new) policy
 //! - `render`                print the Istio WasmPlugin or the Envoy ECDS resource for a policy
 //! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream); with
-//!   `--outbound`, the sidecar's outbound side (the egress allowlist)
+//!   `--outbound`, the sidecar's outbound side (the egress allowlist); with `--observe`, a real
+//!   Prometheus beside it
 //! - `demo`                  run the local mesh, send sample requests, show the decisions
 
 use std::io::{BufRead, Write};
@@ -91,6 +92,10 @@ enum Command {
         /// instead of its inbound side.
         #[arg(long)]
         outbound: bool,
+        /// Also start a real Prometheus beside the mesh (loopback, temporary storage,
+        /// meshguard's alerting rules loaded) scraping its Envoy; prints its URL and queries.
+        #[arg(long, conflicts_with = "outbound")]
+        observe: bool,
     },
     /// Start the local mesh with the demo policy, send sample requests, print the decisions.
     Demo {
@@ -160,8 +165,9 @@ fn main() -> ExitCode {
             };
             render(what, &policy, url, &name, &namespace, &selectors, &options, out.as_deref())
         }
-        Command::Up { policy, json, outbound: false } => harness::demo::up(policy.as_deref(), json),
-        Command::Up { policy, json, outbound: true } => harness::egress_demo::up(policy.as_deref(), json),
+        Command::Up { policy, json, observe: true, .. } => harness::observe::up(policy.as_deref(), json),
+        Command::Up { policy, json, outbound: false, .. } => harness::demo::up(policy.as_deref(), json),
+        Command::Up { policy, json, outbound: true, .. } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
         Command::Bench { requests, warmup, policies } => bench(requests, warmup, &policies),
     };

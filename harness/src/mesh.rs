@@ -46,6 +46,10 @@ pub const SIDECAR_OUTBOUND_TEMPLATE: &str = include_str!("../../envoy-config/sid
 pub const EGRESS_GATEWAY_TEMPLATE: &str = include_str!("../../envoy-config/egress-gateway.yaml");
 /// The ECDS resource template for the NETWORK WasmPlugin (root id `meshguard-tcp`).
 pub const ECDS_WASM_NETWORK_TEMPLATE: &str = include_str!("../../envoy-config/ecds-wasm-network.yaml");
+/// The bootstrap fragment (`stats_config.stats_tags`) that turns meshguard's per-finding
+/// counters into `meshguard_findings_total{check,code,mode}`; appended to every mesh Envoy's
+/// bootstrap unless [`MeshOptions::stats_tags`] is false.
+pub const STATS_TAGS: &str = include_str!("../../envoy-config/stats-tags.yaml");
 /// The name of the network filter's ECDS resource.
 pub const ECDS_NETWORK_RESOURCE_NAME: &str = "default.meshguard-tcp";
 /// The outbound sidecar's TLS passthrough listener.
@@ -137,6 +141,9 @@ pub struct MeshOptions {
     /// The local workload (namespace, service account) in the outbound sidecar's node
     /// metadata (default `web`, `web`: `spiffe://<trust domain>/ns/web/sa/web`).
     pub workload: (String, String),
+    /// Append [`STATS_TAGS`] to the bootstrap (default true), so `/stats/prometheus` shows
+    /// `meshguard_findings_total{check,code,mode}`; false shows the flat per-finding names.
+    pub stats_tags: bool,
 }
 
 impl Default for MeshOptions {
@@ -151,6 +158,7 @@ impl Default for MeshOptions {
             allow_rejected_policy: false,
             kind: MeshKind::default(),
             workload: ("web".to_string(), "web".to_string()),
+            stats_tags: true,
         }
     }
 }
@@ -280,6 +288,7 @@ impl Mesh {
             ]
             .concat(),
         )?;
+        let config = if options.stats_tags { with_stats_tags(&config) } else { config };
         let config_path = work_dir.join("envoy.yaml");
         fs::write(&config_path, config)?;
 
@@ -504,6 +513,18 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String> {
         bail!("template placeholders without a value: {unknown:?}");
     }
     Ok(out)
+}
+
+/// `bootstrap` (a rendered template, which has no `stats_config` of its own) with
+/// [`STATS_TAGS`] appended as its top-level `stats_config`.
+pub fn with_stats_tags(bootstrap: &str) -> String {
+    let mut out = String::with_capacity(bootstrap.len() + STATS_TAGS.len() + 1);
+    out.push_str(bootstrap);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(STATS_TAGS);
+    out
 }
 
 /// The ECDS file for `policy_json` (embedded as one JSON string scalar) and module `wasm`,

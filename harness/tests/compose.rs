@@ -43,7 +43,7 @@ fn the_compose_file_runs_the_pinned_envoy_on_the_rendered_directory() {
     assert_eq!(subnet, "172.28.0.0/24");
     assert!(ECHO_ADDRESS.starts_with("172.28.0.") && envoy["networks"]["mesh"]["ipv4_address"] != ECHO_ADDRESS);
     // Every file the compose file mounts exists (generated/ is what render compose writes).
-    for service in ["echo", "envoy"] {
+    for service in ["echo", "envoy", "prometheus"] {
         for volume in c["services"][service]["volumes"].as_array().unwrap() {
             let host = volume.as_str().unwrap().split(':').next().unwrap();
             if host != "./generated" {
@@ -76,6 +76,8 @@ fn the_rendered_directory_is_a_configuration_envoy_accepts() {
     assert!(container.contains(&format!("address: 0.0.0.0, port_value: {LISTENER_PORT}")));
     assert!(container.contains(&format!("address: 0.0.0.0, port_value: {ADMIN_PORT} }}")));
     assert!(container.contains(&format!("address: \"{ECHO_ADDRESS}\", port_value: {ECHO_PORT}")));
+    // The stats_tags of envoy-config/stats-tags.yaml: meshguard_findings_total{check,code,mode}.
+    assert!(container.ends_with(harness::mesh::STATS_TAGS), "{container}");
     let ecds = std::fs::read_to_string(dir.join(compose::ECDS_FILE)).unwrap();
     assert!(ecds.contains(&format!("filename: \"{CONTAINER_ROOT}/meshguard.wasm\"")), "{ecds}");
     assert!(dir.join("pki/web.pem").is_file() && dir.join("meshguard.wasm").is_file());
@@ -107,4 +109,34 @@ fn the_compose_echo_application_answers_with_what_it_received() {
     assert_eq!((echo["method"].as_str(), echo["path"].as_str()), (Some("POST"), Some("/a/b?c=d")));
     assert_eq!(echo["bodyLength"], 5);
     assert!(echo["headers"].as_array().unwrap().iter().any(|h| h[0].as_str() == Some("x-test")));
+}
+
+/// The `observe` profile's Prometheus: only with `--profile observe`, on the mesh network,
+/// published on loopback, and its configuration (with meshguard's alerts beside it, as the
+/// container mounts them) passes `promtool check config`.
+#[test]
+fn the_observe_profile_runs_prometheus_on_envoys_admin_with_the_alerts() {
+    let c = compose_file();
+    let prom = &c["services"]["prometheus"];
+    assert_eq!(prom["profiles"][0], "observe");
+    assert_eq!(prom["ports"][0], "127.0.0.1:9090:9090");
+    assert_eq!(prom["networks"][0], "mesh");
+    let mounts: Vec<&str> = prom["volumes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(
+        mounts,
+        [
+            "./prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+            "../monitoring/alerts.yaml:/etc/prometheus/alerts.yaml:ro"
+        ]
+    );
+    let config = std::fs::read_to_string(compose_dir().join("prometheus.yml")).unwrap();
+    assert!(config.contains("targets: [\"envoy:15000\"]") && config.contains("metrics_path: /stats/prometheus"));
+    // As the container sees it: both files in one directory.
+    let dir = harness::scratch_dir("compose-prometheus").unwrap();
+    std::fs::write(dir.join("prometheus.yml"), &config).unwrap();
+    std::fs::copy(harness::prometheus::alerts_path(), dir.join("alerts.yaml")).unwrap();
+    let path = dir.join("prometheus.yml");
+    let out = harness::prometheus::run_promtool(&["check", "config", path.to_str().unwrap()]).unwrap();
+    assert!(out.contains("SUCCESS"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

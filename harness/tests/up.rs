@@ -69,3 +69,72 @@ fn up_json_serves_the_demo_policy_and_stops_everything_on_sigint() {
         assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "{addr} still accepts");
     }
 }
+
+/// `up --observe --json`: the same mesh plus a real Prometheus that scrapes it with meshguard's
+/// alerts loaded; on SIGINT both stop.
+#[test]
+fn up_observe_starts_prometheus_on_the_mesh_and_stops_it_on_sigint() {
+    let wasm = harness::mesh::ensure_wasm().unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_meshguard"))
+            .args(["up", "--observe", "--json"])
+            .env("MESHGUARD_WASM", &wasm)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let listener: SocketAddr = info["listener"].as_str().unwrap().parse().unwrap();
+    let admin: SocketAddr = info["admin"].as_str().unwrap().parse().unwrap();
+    let prom: SocketAddr = info["prometheus"].as_str().unwrap().trim_start_matches("http://").parse().unwrap();
+    let prom_pid = info["prometheusPid"].as_u64().unwrap() as i32;
+
+    // Denied traffic shows up in Prometheus as the labelled family.
+    for _ in 0..3 {
+        assert_eq!(client::send(listener, None, &Request::get("/api/items")).unwrap().status, 403);
+    }
+    let query = format!(
+        "/api/v1/query?query={}",
+        harness::prometheus::percent_encode("meshguard_findings_total{code=\"peer_identity_missing\"}")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let raw = format!("GET {query} HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n");
+        let doc: Value = client::send_raw(prom, None, raw.as_bytes()).unwrap().json().unwrap();
+        let result = doc["data"]["result"].as_array().cloned().unwrap_or_default();
+        if let Some(s) = result.first() {
+            if s["value"][1] == "3" {
+                assert_eq!(s["metric"]["check"], "peer_identity");
+                assert_eq!(s["metric"]["mode"], "enforced");
+                assert_eq!(s["metric"]["proxy"], "local-mesh");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "Prometheus never showed the 3 findings: {doc}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rules =
+        client::send_raw(prom, None, b"GET /api/v1/rules HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n").unwrap();
+    assert!(rules.text().contains("MeshguardNotInspecting"), "{}", rules.text());
+
+    // SIGINT: exit 0; Envoy's and Prometheus's ports are closed, Prometheus's process is gone.
+    let pid = child.0.id() as i32;
+    // SAFETY: kill(2) on our own child's PID.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "meshguard up --observe did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    for addr in [listener, admin, prom] {
+        assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "{addr} still accepts");
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{prom_pid}")).exists(), "prometheus {prom_pid} still runs");
+}

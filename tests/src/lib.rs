@@ -55,7 +55,32 @@ pub fn prom_counter(mesh: &Mesh, name: &str) -> Result<u64> {
 }
 
 /// The per-finding counter for `check`/`code` in `mode` (`enforced` or `dry_run`), as it
-/// appears in `/stats/prometheus` on an Envoy without extra stats tags.
+/// appears in `/stats/prometheus` with the mesh's stats tags (`envoy-config/stats-tags.yaml`):
+/// `meshguard_findings_total{check="..",code="..",mode=".."}`; 0 when absent.
 pub fn finding_counter(mesh: &Mesh, check: &str, code: &str, mode: &str) -> Result<u64> {
-    prom_counter(mesh, &format!("meshguard_check_{check}_code_{code}_mode_{mode}_findings_total"))
+    let text = mesh.envoy().stats_prometheus()?;
+    for (labels, value) in labelled(&text, "meshguard_findings_total") {
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        if get("check") == Some(check) && get("code") == Some(code) && get("mode") == Some(mode) {
+            return Ok(value as u64);
+        }
+    }
+    Ok(0)
+}
+
+/// Every sample of family `name` in a Prometheus text exposition: its labels and value.
+pub fn labelled(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else { continue };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let pairs = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect();
+        out.push((pairs, value));
+    }
+    out
 }

@@ -175,7 +175,7 @@ fn outbound_sidecar_http() -> Result<()> {
     assert_eq!(counter(&mesh, "meshguard_would_deny_total")?, 1);
     let prom = mesh.envoy().stats_prometheus()?;
     assert!(
-        prom.contains("meshguard_check_egress_code_egress_host_not_allowed_mode_enforced_findings_total{} 5"),
+        prom.contains(r#"meshguard_findings_total{check="egress",code="egress_host_not_allowed",mode="enforced"} 5"#),
         "{prom}"
     );
     Ok(())
