@@ -15,6 +15,7 @@ pub mod connection;
 pub mod decision;
 pub mod document;
 pub mod egress;
+pub mod envelope;
 pub mod error;
 pub mod fuzzing;
 pub mod host;
