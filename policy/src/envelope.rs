@@ -352,6 +352,69 @@ pub fn payload_with_serial(policy: &Value, serial: u64) -> Option<Vec<u8>> {
     Some(policy.to_string().into_bytes())
 }
 
+/// The embedded trust-root slot: a fixed-size byte array in the module's data segment that
+/// `meshguard package --trust-key` overwrites in place (the module cannot read its own custom
+/// sections at run time, but it can read its own memory). Layout, [`SLOT_LEN`] bytes:
+/// [`SLOT_MARKER`], one count byte (0 to [`SLOT_MAX_KEYS`]), [`SLOT_MAX_KEYS`] × 32 key bytes,
+/// [`SLOT_END`]. The markers let the packager find the slot (exactly once) and check that the
+/// whole slot is there; the filter reads only the count and the keys (so the marker bytes
+/// appear once in the module: in the slot).
+pub const SLOT_MARKER: &[u8; 24] = b"MESHGUARD_TRUST_SLOT_V1:";
+pub const SLOT_END: &[u8; 24] = b":MESHGUARD_TRUST_SLOT_Z1";
+pub const SLOT_MAX_KEYS: usize = 8;
+const SLOT_KEYS_AT: usize = SLOT_MARKER.len() + 1;
+const SLOT_END_AT: usize = SLOT_KEYS_AT + SLOT_MAX_KEYS * 32;
+pub const SLOT_LEN: usize = SLOT_END_AT + SLOT_END.len();
+
+/// The unpatched slot: markers, no keys.
+// Constant indices below SLOT_LEN by construction; evaluated at compile time for the filter's
+// static (an out-of-bounds index there is a build error, not a trap).
+#[allow(clippy::indexing_slicing)]
+pub const fn empty_slot() -> [u8; SLOT_LEN] {
+    let mut slot = [0u8; SLOT_LEN];
+    let mut i = 0;
+    while i < SLOT_MARKER.len() {
+        slot[i] = SLOT_MARKER[i];
+        slot[SLOT_END_AT + i] = SLOT_END[i];
+        i += 1;
+    }
+    slot
+}
+
+/// A patched slot holding `keys` (at most [`SLOT_MAX_KEYS`]).
+pub fn filled_slot(keys: &[TrustedKey]) -> Option<[u8; SLOT_LEN]> {
+    if keys.len() > SLOT_MAX_KEYS {
+        return None;
+    }
+    let mut slot = empty_slot();
+    *slot.get_mut(SLOT_MARKER.len())? = u8::try_from(keys.len()).ok()?;
+    for (i, key) in keys.iter().enumerate() {
+        let at = SLOT_KEYS_AT + i * 32;
+        slot.get_mut(at..at + 32)?.copy_from_slice(key.as_bytes());
+    }
+    Some(slot)
+}
+
+/// The trust roots in a slot (markers not checked: see [`SLOT_MARKER`]). A count over
+/// [`SLOT_MAX_KEYS`] or a key that is not a valid Ed25519 point is an error: a damaged slot
+/// must not read as "no trust roots".
+pub fn read_slot(slot: &[u8; SLOT_LEN]) -> Result<TrustRoots, String> {
+    let count = usize::from(slot.get(SLOT_MARKER.len()).copied().unwrap_or(u8::MAX));
+    if count > SLOT_MAX_KEYS {
+        return Err(format!("the embedded trust-root slot says {count} keys (at most {SLOT_MAX_KEYS})"));
+    }
+    let mut roots = TrustRoots::default();
+    for i in 0..count {
+        let at = SLOT_KEYS_AT + i * 32;
+        let key = slot
+            .get(at..at + 32)
+            .and_then(TrustedKey::from_bytes)
+            .ok_or_else(|| format!("embedded trust key {i} is not an Ed25519 public key"))?;
+        roots.push(key);
+    }
+    Ok(roots)
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
@@ -586,5 +649,26 @@ mod tests {
         assert!(TrustRoots::parse_list(&format!("{a},{}", base64_encode(&[0u8; 64]))).is_err());
         assert_eq!(roots.keys()[0].keyid(), keyid_of(keypair(1).pk.as_ref()));
         assert_eq!(roots.keys()[0].keyid().len(), 16);
+    }
+
+    #[test]
+    fn the_slot_round_trips_and_refuses_damage() {
+        let empty = empty_slot();
+        assert!(empty.starts_with(SLOT_MARKER) && empty.ends_with(SLOT_END));
+        assert!(read_slot(&empty).unwrap().is_empty());
+        let keys: Vec<TrustedKey> = (1..=3).map(|n| TrustedKey::from_bytes(keypair(n).pk.as_ref()).unwrap()).collect();
+        let slot = filled_slot(&keys).unwrap();
+        assert_eq!(slot.len(), empty.len());
+        assert!(slot.starts_with(SLOT_MARKER) && slot.ends_with(SLOT_END));
+        assert_eq!(read_slot(&slot).unwrap().keys(), &keys[..]);
+        let nine: Vec<TrustedKey> = (0..9).map(|_| keys[0].clone()).collect();
+        assert!(filled_slot(&nine).is_none());
+        let mut bad = slot;
+        bad[SLOT_MARKER.len()] = 9;
+        assert!(read_slot(&bad).is_err());
+        let mut bad = empty;
+        bad[SLOT_MARKER.len()] = 1; // one key of zeros... which is a valid point encoding?
+        let zero_key = TrustedKey::from_bytes(&[0u8; 32]);
+        assert_eq!(read_slot(&bad).is_ok(), zero_key.is_some());
     }
 }
