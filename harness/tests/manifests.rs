@@ -195,14 +195,14 @@ fn rendered_wasm_plugins_are_valid() {
     // Egress: CLIENT, as HTTP and as NETWORK.
     let egress = harness::policy_file::load_value(&root().join("envoy-config/policies/egress.yaml")).unwrap();
     for plugin_type in [PluginType::Http, PluginType::Network] {
-        let opts = WasmPluginOptions { plugin_type, mode: None };
+        let opts = WasmPluginOptions { plugin_type, mode: None, ..Default::default() };
         let text = harness::render::wasm_plugin(&egress, "oci://x/m:1", "meshguard-egress", "web", &[], &opts).unwrap();
         let manifest: Value = serde_norway::from_str(&text).unwrap();
         check_wasm_plugin(&manifest, &format!("rendered egress.yaml as {plugin_type:?}"));
         assert_eq!(manifest["spec"]["match"][0]["mode"], "CLIENT");
     }
     // A network plugin without an egress check would check nothing: refused.
-    let opts = WasmPluginOptions { plugin_type: PluginType::Network, mode: None };
+    let opts = WasmPluginOptions { plugin_type: PluginType::Network, mode: None, ..Default::default() };
     assert!(harness::render::wasm_plugin(&value, "oci://x/m:1", "m", "default", &[], &opts).is_err());
 }
 
