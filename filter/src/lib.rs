@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod network;
 pub mod plugin;
 pub mod properties;
+mod shared_data;
 pub mod trust;
 
 // The module's entry point (`_initialize`): install the SDK's logger (which also logs any

@@ -128,10 +128,7 @@ impl RootContext for PolicyRoot {
         };
         // Signed policies: the trust roots never come from the configuration (see `trust`).
         let root_id = properties::root_id().unwrap_or_default();
-        let admitted = trust::trust_roots()
-            .map_err(|message| trust::Rejection { reason: "trust_roots_invalid", message })
-            .and_then(|roots| trust::admit(&bytes, &roots, &root_id));
-        let admitted = match admitted {
+        let admitted = match trust::gate(&bytes, &root_id) {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 log(
@@ -192,8 +189,11 @@ impl RootContext for PolicyRoot {
                     }
                 }
                 metrics.config_accepted();
-                if let Some(serial) = verified_serial {
-                    trust::commit_serial(&root_id, serial);
+                if let Some(Err(status)) = verified_serial.map(|serial| trust::commit_serial(&root_id, serial)) {
+                    log(
+                        LogLevel::Warn,
+                        &format!("meshguard: could not record the accepted serial (host status {status}): rollback protection is weaker until the next update"),
+                    );
                 }
                 self.policy = Some(Rc::new(policy));
                 true

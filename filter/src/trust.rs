@@ -18,11 +18,10 @@
 //!
 //! With no key in either, meshguard behaves as before (an unsigned policy is accepted and
 //! logged `signed=false`). With any key, only an envelope signed by one of them is accepted,
-//! and never one whose `serial` is lower than the highest this VM has accepted for the same
-//! plugin root id (kept in memory: a restarted VM starts over).
-
-use std::cell::RefCell;
-use std::collections::HashMap;
+//! and never one whose `serial` is lower than the highest accepted for the same plugin root
+//! id. That serial is kept in Envoy's process memory (Proxy-Wasm shared data, per `vm_id`:
+//! [`crate::shared_data`] says why not in the VM), so it survives VM replacement and ECDS
+//! updates, and is forgotten when the proxy restarts.
 
 use policy::envelope::{self, Envelope, EnvelopeError, TrustRoots, SLOT_LEN};
 use serde_json::Value;
@@ -80,9 +79,17 @@ pub enum Admitted {
     Signed { policy: Value, serial: u64, keyid: String, roots: usize },
 }
 
-/// The gate: decide from the configuration bytes and the trust roots whether the policy may be
-/// compiled. `root_id` scopes the rollback serial.
-pub fn admit(bytes: &[u8], roots: &TrustRoots, root_id: &[u8]) -> Result<Admitted, Rejection> {
+/// The gate as `on_configure` runs it: the trust roots, the highest serial accepted so far for
+/// this root id (only read when there are trust roots), then [`admit`].
+pub fn gate(bytes: &[u8], root_id: &[u8]) -> Result<Admitted, Rejection> {
+    let roots = trust_roots().map_err(|message| Rejection { reason: "trust_roots_invalid", message })?;
+    let highest = if roots.is_empty() { None } else { highest_serial(root_id)? };
+    admit(bytes, &roots, highest)
+}
+
+/// Decide from the configuration bytes, the trust roots and the highest serial accepted so far
+/// whether the policy may be compiled.
+pub fn admit(bytes: &[u8], roots: &TrustRoots, highest: Option<u64>) -> Result<Admitted, Rejection> {
     // Only an object that looks like an envelope is parsed twice; a bare policy is left to
     // Policy::from_json (which names the field of any error).
     let value: Option<Value> = serde_json::from_slice(bytes).ok();
@@ -100,27 +107,56 @@ pub fn admit(bytes: &[u8], roots: &TrustRoots, root_id: &[u8]) -> Result<Admitte
         return Err(EnvelopeError::Unsigned.into());
     };
     let signed = envelope::verify(&Envelope::from_value(&value)?, roots)?;
-    envelope::check_serial(signed.serial, highest_serial(root_id))?;
+    envelope::check_serial(signed.serial, highest)?;
     Ok(Admitted::Signed { policy: signed.policy, serial: signed.serial, keyid: signed.keyid, roots: roots.len() })
 }
 
-thread_local! {
-    /// The highest serial accepted per plugin root id, in this VM (one Wasm instance).
-    static HIGHEST: RefCell<HashMap<Vec<u8>, u64>> = RefCell::new(HashMap::new());
+/// The shared-data key of a root id's highest serial.
+fn serial_key(root_id: &[u8]) -> Vec<u8> {
+    let mut key = b"meshguard.trust.serial.".to_vec();
+    key.extend_from_slice(root_id);
+    key
 }
 
-fn highest_serial(root_id: &[u8]) -> Option<u64> {
-    HIGHEST.with(|h| h.try_borrow().ok().and_then(|m| m.get(root_id).copied()))
+/// The stored value: the serial in decimal.
+fn parse_serial(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// Remember an accepted serial (call only once the policy compiled and is in force).
-pub fn commit_serial(root_id: &[u8], serial: u64) {
-    HIGHEST.with(|h| {
-        if let Ok(mut m) = h.try_borrow_mut() {
-            let e = m.entry(root_id.to_vec()).or_insert(serial);
-            *e = (*e).max(serial);
+/// The highest serial accepted so far for `root_id` in this Envoy process. A host error or an
+/// unreadable value refuses the configuration (fail closed: no history must not be assumed).
+fn highest_serial(root_id: &[u8]) -> Result<Option<u64>, Rejection> {
+    let unavailable = |message: String| Rejection { reason: "serial_unavailable", message };
+    match crate::shared_data::get(&serial_key(root_id)) {
+        Ok(None) => Ok(None),
+        Ok(Some((value, _))) => parse_serial(&value)
+            .map(Some)
+            .ok_or_else(|| unavailable("the stored highest serial is not a number".to_string())),
+        Err(status) => Err(unavailable(format!("cannot read the highest accepted serial (host status {status})"))),
+    }
+}
+
+/// Remember an accepted serial (call only once the policy compiled and is in force): raise the
+/// stored highest serial to `serial`, never lower it. Returns the host status on failure.
+pub fn commit_serial(root_id: &[u8], serial: u64) -> Result<(), u32> {
+    let key = serial_key(root_id);
+    let mut last = 0;
+    for _ in 0..4 {
+        let (current, cas) = match crate::shared_data::get(&key)? {
+            Some((value, cas)) => (parse_serial(&value), cas),
+            None => (None, 0),
+        };
+        if current.is_some_and(|c| c >= serial) {
+            return Ok(());
         }
-    });
+        match crate::shared_data::set(&key, serial.to_string().as_bytes(), cas) {
+            Ok(()) => return Ok(()),
+            // Another VM wrote in between: read again.
+            Err(crate::shared_data::CAS_MISMATCH) => last = crate::shared_data::CAS_MISMATCH,
+            Err(status) => return Err(status),
+        }
+    }
+    Err(last)
 }
 
 /// The per-reason rejection counter's name: `meshguard_config_rejected_reason_<reason>_total`.
@@ -172,32 +208,33 @@ mod tests {
     #[test]
     fn without_roots_everything_is_as_before() {
         let none = TrustRoots::default();
-        assert!(matches!(admit(br#"{"version":1}"#, &none, b"r"), Ok(Admitted::Unsigned)));
-        assert!(matches!(admit(b"not json", &none, b"r"), Ok(Admitted::Unsigned)));
-        assert!(matches!(admit(&envelope(&kp(1), 3), &none, b"r"), Ok(Admitted::UnverifiedEnvelope { serial: 3, .. })));
+        assert!(matches!(admit(br#"{"version":1}"#, &none, None), Ok(Admitted::Unsigned)));
+        assert!(matches!(admit(b"not json", &none, Some(9)), Ok(Admitted::Unsigned)));
+        assert!(matches!(
+            admit(&envelope(&kp(1), 3), &none, Some(9)),
+            Ok(Admitted::UnverifiedEnvelope { serial: 3, .. })
+        ));
     }
 
     #[test]
     fn with_roots_only_a_fresh_signed_policy_passes() {
         let key = kp(1);
         let r = roots(&key);
-        let reason = |bytes: &[u8], root: &[u8]| admit(bytes, &r, root).unwrap_err().reason;
-        assert_eq!(reason(br#"{"version":1}"#, b"a"), "unsigned");
-        assert_eq!(reason(b"garbage", b"a"), "unsigned");
-        assert_eq!(reason(&envelope(&kp(2), 5), b"a"), "unknown_key");
-        let Ok(Admitted::Signed { serial: 5, .. }) = admit(&envelope(&key, 5), &r, b"a") else { panic!() };
-        commit_serial(b"a", 5);
-        assert_eq!(reason(&envelope(&key, 4), b"a"), "rollback");
-        assert!(admit(&envelope(&key, 5), &r, b"a").is_ok());
-        // Another root id keeps its own history.
-        assert!(admit(&envelope(&key, 4), &r, b"b").is_ok());
-        commit_serial(b"a", 3);
-        assert_eq!(highest_serial(b"a"), Some(5));
+        let reason = |bytes: &[u8], highest: Option<u64>| admit(bytes, &r, highest).unwrap_err().reason;
+        assert_eq!(reason(br#"{"version":1}"#, None), "unsigned");
+        assert_eq!(reason(b"garbage", None), "unsigned");
+        assert_eq!(reason(&envelope(&kp(2), 5), None), "unknown_key");
+        let Ok(Admitted::Signed { serial: 5, .. }) = admit(&envelope(&key, 5), &r, None) else { panic!() };
+        assert_eq!(reason(&envelope(&key, 4), Some(5)), "rollback");
+        assert!(admit(&envelope(&key, 5), &r, Some(5)).is_ok());
+        assert_eq!(parse_serial(b"17"), Some(17));
+        assert_eq!(parse_serial(b"-1"), None);
+        assert_eq!(serial_key(b"meshguard"), b"meshguard.trust.serial.meshguard");
     }
 
     #[test]
     fn counter_names_are_prometheus_safe() {
-        for r in ["unsigned", "unknown_key", "bad_signature", "rollback", "trust_roots_invalid"] {
+        for r in ["unsigned", "unknown_key", "bad_signature", "rollback", "trust_roots_invalid", "serial_unavailable"] {
             let n = rejected_counter_name(r);
             assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{n}");
         }
