@@ -201,8 +201,9 @@ pub fn pae(payload_type: &[u8], payload: &[u8]) -> Vec<u8> {
 pub fn keyid_of(public_key: &[u8]) -> String {
     let mut s = String::with_capacity(16);
     for b in public_key.iter().take(8) {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+        for nibble in [b >> 4, b & 0xf] {
+            s.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+        }
     }
     s
 }
@@ -448,7 +449,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         [rest @ .., b'='] => rest,
         _ => bytes,
     };
-    if bytes.len() != unpadded.len() && bytes.len() % 4 != 0 {
+    if bytes.len() != unpadded.len() && !bytes.len().is_multiple_of(4) {
         return None;
     }
     if unpadded.len() % 4 == 1 {

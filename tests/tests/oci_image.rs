@@ -130,7 +130,7 @@ fn the_layout_holds_the_module_byte_for_byte_and_is_reproducible() -> Result<()>
     let key = SigningKey::from_seed([3; 32]);
     let pub_path = dir.join("ci.pub");
     std::fs::write(&pub_path, key.public_text())?;
-    let k1 = package::package(&wasm_path, &[pub_path.clone()], &dir.join("k1"), "0.1.0")?;
+    let k1 = package::package(&wasm_path, std::slice::from_ref(&pub_path), &dir.join("k1"), "0.1.0")?;
     let k2 = package::package(&wasm_path, &[pub_path], &dir.join("k2"), "0.1.0")?;
     assert_eq!(k1.wasm_manifest_digest, k2.wasm_manifest_digest);
     assert_ne!(k1.wasm_manifest_digest, a.wasm_manifest_digest);
