@@ -16,7 +16,9 @@
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
 //!
 //! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
-//! compile_us=<µs>` per accepted configuration (and VM), one `meshguard: policy rejected: <path>: <message>` per error of a rejected
+//! compile_us=<µs> signed=<true|false>[ serial=<n> keyid=<id> trust_keys=<n>]` per accepted
+//! configuration (and VM; [`trust`]: signed policies), `meshguard: policy rejected:
+//! reason=<reason>: <why>` for a configuration the signature gate refuses, one `meshguard: policy rejected: <path>: <message>` per error of a rejected
 //! one (error level), and one `meshguard.decision {...}` JSON line per logged decision (info).
 //!
 //! Failure behaviour: a request meshguard cannot inspect (no policy, unreadable header map) is
