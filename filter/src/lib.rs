@@ -16,7 +16,7 @@
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
 //!
 //! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
-//! compile_us=<µs> signed=<true|false>[ serial=<n> keyid=<id> trust_keys=<n>]` per accepted
+//! compile_us=<µs> signed=<true|false>[ serial=<n> keyid=<id> trust_keys=<n> verify_us=<µs>]` per accepted
 //! configuration (and VM; [`trust`]: signed policies), `meshguard: policy rejected:
 //! reason=<reason>: <why>` for a configuration the signature gate refuses, one `meshguard: policy rejected: <path>: <message>` per error of a rejected
 //! one (error level), and one `meshguard.decision {...}` JSON line per logged decision (info).

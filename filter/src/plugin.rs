@@ -128,6 +128,7 @@ impl RootContext for PolicyRoot {
         };
         // Signed policies: the trust roots never come from the configuration (see `trust`).
         let root_id = properties::root_id().unwrap_or_default();
+        let gate_started = hostcalls::now_unix_nanos().ok();
         let admitted = match trust::gate(&bytes, &root_id) {
             Ok(admitted) => admitted,
             Err(rejection) => {
@@ -141,6 +142,10 @@ impl RootContext for PolicyRoot {
             }
         };
         let started = hostcalls::now_unix_nanos().ok();
+        let verify_us = match (gate_started, started) {
+            (Some(a), Some(b)) => b.saturating_sub(a) / 1_000,
+            _ => 0,
+        };
         let (compiled, signed, verified_serial) = match admitted {
             trust::Admitted::Unsigned => (Policy::from_json(&bytes), String::from(" signed=false"), None),
             trust::Admitted::UnverifiedEnvelope { policy, serial } => (
@@ -150,7 +155,7 @@ impl RootContext for PolicyRoot {
             ),
             trust::Admitted::Signed { policy, serial, keyid, roots } => (
                 Policy::from_value(policy),
-                format!(" signed=true serial={serial} keyid={keyid} trust_keys={roots}"),
+                format!(" signed=true serial={serial} keyid={keyid} trust_keys={roots} verify_us={verify_us}"),
                 Some(serial),
             ),
         };

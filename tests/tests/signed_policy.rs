@@ -164,7 +164,7 @@ fn a_trust_key_from_the_vm_environment_works_the_same() -> Result<()> {
     )];
     let mesh = start(&ensure_wasm()?, &signed(&trusted(), &strict(), 5), &env, false)?;
     let accepted = mesh.envoy().wait_for_log("meshguard: policy accepted", LOG_WAIT)?;
-    assert!(accepted.contains(&format!("keyid={} trust_keys=2", trusted().keyid())), "{accepted}");
+    assert!(accepted.contains(&format!("keyid={} trust_keys=2 verify_us=", trusted().keyid())), "{accepted}");
     live_updates(&mesh)
 }
 
