@@ -90,6 +90,10 @@ enum Command {
         package: Option<PathBuf>,
         #[arg(long, default_value = "0.1.0")]
         tag: String,
+        /// WasmPlugin: pass the proxy's MESHGUARD_TRUST_KEYS environment variable (set in the
+        /// pod spec) to the VM as trust roots (vmConfig.env, valueFrom: HOST).
+        #[arg(long)]
+        trust_keys_from_host: bool,
     },
     /// Make an Ed25519 signing key pair: OUT.key (private, mode 600) and OUT.pub.
     Keygen {
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
             image,
             package,
             tag,
+            trust_keys_from_host,
         } => {
             use harness::render::{PluginType, TrafficMode, WasmPluginOptions};
             let module = match image.map(|i| harness::sign_commands::module_ref(&i, package.as_deref(), &tag)) {
@@ -225,6 +230,7 @@ fn main() -> ExitCode {
             let options = WasmPluginOptions {
                 sha256: module.and_then(|m| m.sha256),
                 plugin_config: None,
+                trust_keys_from_host,
                 plugin_type: match plugin_type {
                     PluginTypeArg::Http => PluginType::Http,
                     PluginTypeArg::Network => PluginType::Network,

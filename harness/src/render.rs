@@ -47,6 +47,9 @@ pub struct WasmPluginOptions {
     pub plugin_config: Option<Value>,
     /// The module's pinned digest (hex): the WasmPlugin's `sha256`.
     pub sha256: Option<String>,
+    /// Pass the proxy's own `MESHGUARD_TRUST_KEYS` (from the pod spec) to the VM:
+    /// `vmConfig.env: [{name: MESHGUARD_TRUST_KEYS, valueFrom: HOST}]`.
+    pub trust_keys_from_host: bool,
 }
 
 /// The traffic mode a policy needs when the operator does not say:
@@ -121,6 +124,9 @@ pub fn wasm_plugin(
     spec.insert("failStrategy".into(), "FAIL_CLOSE".into());
     spec.insert("type".into(), plugin_type.into());
     spec.insert("match".into(), json!([{ "mode": mode.as_str() }]));
+    if options.trust_keys_from_host {
+        spec.insert("vmConfig".into(), json!({"env": [{"name": "MESHGUARD_TRUST_KEYS", "valueFrom": "HOST"}]}));
+    }
     spec.insert("pluginConfig".into(), options.plugin_config.clone().unwrap_or_else(|| policy.clone()));
     let manifest = json!({
         "apiVersion": "extensions.istio.io/v1alpha1",

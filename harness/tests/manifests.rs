@@ -285,8 +285,12 @@ fn a_signed_policy_renders_pinned_to_the_packaged_digest() {
     assert_eq!(module_ref.url, format!("oci://ghcr.io/acme/meshguard@sha256:{hex}"));
     assert_eq!(module_ref.sha256.as_deref(), Some(hex));
 
-    let opts =
-        WasmPluginOptions { plugin_config: Some(raw.clone()), sha256: module_ref.sha256.clone(), ..Default::default() };
+    let opts = WasmPluginOptions {
+        plugin_config: Some(raw.clone()),
+        sha256: module_ref.sha256.clone(),
+        trust_keys_from_host: true,
+        ..Default::default()
+    };
     let text = harness::render::wasm_plugin(
         &policy_value,
         &module_ref.url,
@@ -301,6 +305,8 @@ fn a_signed_policy_renders_pinned_to_the_packaged_digest() {
     assert!(errs.is_empty(), "{}", errs.join("\n"));
     assert_eq!(manifest["spec"]["url"], module_ref.url.as_str());
     assert_eq!(manifest["spec"]["sha256"], hex);
+    assert_eq!(manifest["spec"]["vmConfig"]["env"][0]["name"], "MESHGUARD_TRUST_KEYS");
+    assert_eq!(manifest["spec"]["vmConfig"]["env"][0]["valueFrom"], "HOST");
     assert_eq!(manifest["spec"]["pluginConfig"], raw, "the envelope itself is the plugin configuration");
     assert_eq!(manifest["spec"]["match"][0]["mode"], "SERVER", "the mode follows the signed policy");
     // What a proxy receives verifies.
