@@ -14,6 +14,10 @@
 //! - [`metrics`]: counter names as they appear in Envoy's `/stats/prometheus`.
 //! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
+//! - [`trust`]: signed policies: the trust roots (a key slot patched into the module, and
+//!   `MESHGUARD_TRUST_KEYS`) and the signature and rollback gate run in `on_configure`; its
+//!   one `unsafe` is the volatile read of the slot. `shared_data` (raw ABI calls, like
+//!   `hostcalls`) keeps the highest accepted serial across VMs.
 //!
 //! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
 //! compile_us=<µs> signed=<true|false>[ serial=<n> keyid=<id> trust_keys=<n> verify_us=<µs>]` per accepted
