@@ -6,6 +6,7 @@
 #   - Prometheus and promtool (Debian's `prometheus` package, 2.42 on bookworm): `make test`
 #     checks and unit-tests the alerting rules with promtool and runs a real Prometheus
 #     against the local mesh. The package's system service is not started.
+#   - skopeo when apt can install it (optional; the OCI image tests use it when present).
 # Idempotent: safe to run again; skips what is already in place. Runs from any cwd.
 # ENVOY_BIN, when set, names the Envoy the harness uses instead (and is only reported here).
 set -euo pipefail
@@ -74,6 +75,19 @@ elif command -v apt-get >/dev/null 2>&1; then
 else
   log "error: promtool/prometheus missing and no apt-get: install Prometheus 2.x or 3.x (prometheus, promtool) on PATH"
   exit 1
+fi
+
+# 4. skopeo, optional: the OCI image tests (`meshguard package`) inspect and copy the layouts
+#    with it when it is there, and check them structurally when it is not.
+if command -v skopeo >/dev/null 2>&1; then
+  log "skopeo already installed"
+elif command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]]; then
+  log "installing skopeo (apt)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }; then
+    log "could not install skopeo: the OCI layout tests will check the layouts structurally only"
+  fi
+else
+  log "skopeo not installed (no apt, or not root): the OCI layout tests will check the layouts structurally only"
 fi
 
 ENVOY="${ENVOY_BIN:-$ENVOY_LOCAL}"

@@ -14,9 +14,15 @@
 //! - [`metrics`]: counter names as they appear in Envoy's `/stats/prometheus`.
 //! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
+//! - [`trust`]: signed policies: the trust roots (a key slot patched into the module, and
+//!   `MESHGUARD_TRUST_KEYS`) and the signature and rollback gate run in `on_configure`; its
+//!   one `unsafe` is the volatile read of the slot. `shared_data` (raw ABI calls, like
+//!   `hostcalls`) keeps the highest accepted serial across VMs.
 //!
 //! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
-//! compile_us=<µs>` per accepted configuration (and VM), one `meshguard: policy rejected: <path>: <message>` per error of a rejected
+//! compile_us=<µs> signed=<true|false>[ serial=<n> keyid=<id> trust_keys=<n> verify_us=<µs>]` per accepted
+//! configuration (and VM; [`trust`]: signed policies), `meshguard: policy rejected:
+//! reason=<reason>: <why>` for a configuration the signature gate refuses, one `meshguard: policy rejected: <path>: <message>` per error of a rejected
 //! one (error level), and one `meshguard.decision {...}` JSON line per logged decision (info).
 //!
 //! Failure behaviour: a request meshguard cannot inspect (no policy, unreadable header map) is
@@ -31,6 +37,8 @@ pub mod metrics;
 pub mod network;
 pub mod plugin;
 pub mod properties;
+mod shared_data;
+pub mod trust;
 
 // The module's entry point (`_initialize`): install the SDK's logger (which also logs any
 // panic at critical level before the trap) and the root context factory.

@@ -20,6 +20,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use crate::hostcalls;
 use crate::metrics::Metrics;
 use crate::properties::{self, WorkloadFacts};
+use crate::trust;
 
 /// A root id ending in this makes the plugin a network (TCP/TLS) filter: `meshguard-tcp`.
 pub const NETWORK_ROOT_ID_SUFFIX: &str = "-tcp";
@@ -119,11 +120,43 @@ impl RootContext for PolicyRoot {
                     ),
                 );
                 metrics.config_rejected();
+                trust::count_rejected("unreadable");
+                return false;
+            }
+        };
+        // Signed policies: the trust roots never come from the configuration (see `trust`).
+        let root_id = properties::root_id().unwrap_or_default();
+        let gate_started = hostcalls::now_unix_nanos().ok();
+        let admitted = match trust::gate(&bytes, &root_id) {
+            Ok(admitted) => admitted,
+            Err(rejection) => {
+                log(
+                    LogLevel::Error,
+                    &format!("meshguard: policy rejected: reason={}: {}", rejection.reason, rejection.message),
+                );
+                metrics.config_rejected();
+                trust::count_rejected(rejection.reason);
                 return false;
             }
         };
         let started = hostcalls::now_unix_nanos().ok();
-        let compiled = Policy::from_json(&bytes);
+        let verify_us = match (gate_started, started) {
+            (Some(a), Some(b)) => b.saturating_sub(a) / 1_000,
+            _ => 0,
+        };
+        let (compiled, signed, verified_serial) = match admitted {
+            trust::Admitted::Unsigned => (Policy::from_json(&bytes), String::from(" signed=false"), None),
+            trust::Admitted::UnverifiedEnvelope { policy, serial } => (
+                Policy::from_value(policy),
+                format!(" signed=false serial={serial} (envelope not verified: no trust roots)"),
+                None,
+            ),
+            trust::Admitted::Signed { policy, serial, keyid, roots } => (
+                Policy::from_value(policy),
+                format!(" signed=true serial={serial} keyid={keyid} trust_keys={roots} verify_us={verify_us}"),
+                Some(serial),
+            ),
+        };
         // Wall-clock time (the host's clock), for operators sizing big policies.
         let compile_us = match (started, hostcalls::now_unix_nanos().ok()) {
             (Some(a), Some(b)) => b.saturating_sub(a) / 1_000,
@@ -138,7 +171,7 @@ impl RootContext for PolicyRoot {
                 log(
                     LogLevel::Info,
                     &format!(
-                        "meshguard: policy accepted revision={}{kind} bytes={} compile_us={compile_us}",
+                        "meshguard: policy accepted revision={}{kind} bytes={} compile_us={compile_us}{signed}",
                         policy.revision(),
                         bytes.len()
                     ),
@@ -159,6 +192,12 @@ impl RootContext for PolicyRoot {
                     }
                 }
                 metrics.config_accepted();
+                if let Some(Err(status)) = verified_serial.map(|serial| trust::commit_serial(&root_id, serial)) {
+                    log(
+                        LogLevel::Warn,
+                        &format!("meshguard: could not record the accepted serial (host status {status}): rollback protection is weaker until the next update"),
+                    );
+                }
                 self.policy = Some(Rc::new(policy));
                 true
             }
@@ -167,6 +206,7 @@ impl RootContext for PolicyRoot {
                     log(LogLevel::Error, &format!("meshguard: policy rejected: {error}"));
                 }
                 metrics.config_rejected();
+                trust::count_rejected("invalid_policy");
                 false
             }
         }

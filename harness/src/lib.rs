@@ -18,13 +18,17 @@ pub mod demo;
 pub mod echo;
 pub mod egress_demo;
 pub mod envoy;
+pub mod image_ref;
 pub mod mesh;
 pub mod observe;
+pub mod package;
 pub mod pki;
 pub mod policy_file;
 pub mod prometheus;
 pub mod render;
 pub mod server;
+pub mod sign_commands;
+pub mod signing;
 pub mod tls_echo;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! - `eval`                  decide one request offline, exactly as the filter would
 //! - `replay`                re-decide logged requests under a (new) policy
 //! - `render`                print the Istio WasmPlugin or the Envoy ECDS resource for a policy
+//! - `keygen`, `sign`, `verify`  signed policies (DSSE envelopes, Ed25519)
+//! - `package`               meshguard.wasm as an OCI image layout, trust roots embedded
 //! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream); with
 //!   `--outbound`, the sidecar's outbound side (the egress allowlist); with `--observe`, a real
 //!   Prometheus beside it
@@ -79,6 +81,62 @@ enum Command {
         /// compose: the directory to write (docker-compose.yaml mounts envoy-config/compose/generated).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// WasmPlugin: the module image, pinned: oci://REGISTRY/REPO@sha256:DIGEST (a tag
+        /// alone is accepted with a warning). Sets `url` and `sha256`.
+        #[arg(long, conflicts_with = "url")]
+        image: Option<String>,
+        /// WasmPlugin: take the digest from this `meshguard package` layout (--image is then
+        /// REGISTRY/REPO, --tag the ref name).
+        #[arg(long, requires = "image")]
+        package: Option<PathBuf>,
+        #[arg(long, default_value = "0.1.0")]
+        tag: String,
+        /// WasmPlugin: pass the proxy's MESHGUARD_TRUST_KEYS environment variable (set in the
+        /// pod spec) to the VM as trust roots (vmConfig.env, valueFrom: HOST).
+        #[arg(long)]
+        trust_keys_from_host: bool,
+    },
+    /// Make an Ed25519 signing key pair: OUT.key (private, mode 600) and OUT.pub.
+    Keygen {
+        #[arg(long, default_value = "meshguard-signing")]
+        out: PathBuf,
+    },
+    /// Sign a policy: write its DSSE envelope (what goes into pluginConfig).
+    Sign {
+        policy: PathBuf,
+        /// The private key file (refused if world-readable).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Or the environment variable holding it (default: MESHGUARD_SIGNING_KEY).
+        #[arg(long)]
+        key_env: Option<String>,
+        /// The rollback serial (default: the policy's `serial`, else the Unix time).
+        #[arg(long)]
+        serial: Option<u64>,
+        /// Where to write the envelope (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a signed policy against public keys (exit 1 with the reason if it does not verify).
+    Verify {
+        /// A public key file (repeatable: any one of them).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        envelope: PathBuf,
+    },
+    /// Write meshguard.wasm as an OCI image layout (Wasm artifact and compat formats).
+    Package {
+        #[arg(long)]
+        out: PathBuf,
+        /// The module (default: the release build).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// A public key to embed as a trust root (repeatable).
+        #[arg(long = "trust-key")]
+        trust_keys: Vec<PathBuf>,
+        /// The ref name in the layout (`oci:DIR:TAG`; the compat format is TAG-compat).
+        #[arg(long, default_value = "0.1.0")]
+        tag: String,
     },
     /// Run the local mesh until interrupted.
     Up {
@@ -149,9 +207,35 @@ fn main() -> ExitCode {
         Command::Eval { policy, connection: Some(connection), .. } => return eval_connection(&policy, &connection),
         Command::Eval { .. } => return ExitCode::from(2),
         Command::Replay { policy, logs } => replay(&policy, &logs),
-        Command::Render { what, policy, url, name, namespace, selectors, plugin_type, mode, out } => {
+        Command::Render {
+            what,
+            policy,
+            url,
+            name,
+            namespace,
+            selectors,
+            plugin_type,
+            mode,
+            out,
+            image,
+            package,
+            tag,
+            trust_keys_from_host,
+        } => {
             use harness::render::{PluginType, TrafficMode, WasmPluginOptions};
+            let module = match image.map(|i| harness::sign_commands::module_ref(&i, package.as_deref(), &tag)) {
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    eprintln!("meshguard: {e:#}");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
+            let url = module.as_ref().map(|m| m.url.clone()).or(url);
             let options = WasmPluginOptions {
+                sha256: module.and_then(|m| m.sha256),
+                plugin_config: None,
+                trust_keys_from_host,
                 plugin_type: match plugin_type {
                     PluginTypeArg::Http => PluginType::Http,
                     PluginTypeArg::Network => PluginType::Network,
@@ -164,6 +248,13 @@ fn main() -> ExitCode {
                 },
             };
             render(what, &policy, url, &name, &namespace, &selectors, &options, out.as_deref())
+        }
+        Command::Keygen { out } => harness::sign_commands::keygen(&out),
+        Command::Sign { policy, key, key_env, serial, out } => harness::sign_commands::key_source(key, key_env)
+            .and_then(|k| harness::sign_commands::sign(&policy, &k, serial, out.as_deref())),
+        Command::Verify { keys, envelope } => harness::sign_commands::verify(&keys, &envelope),
+        Command::Package { out, wasm, trust_keys, tag } => {
+            harness::sign_commands::package(wasm, &trust_keys, &out, &tag)
         }
         Command::Up { policy, json, observe: true, .. } => harness::observe::up(policy.as_deref(), json),
         Command::Up { policy, json, outbound: false, .. } => harness::demo::up(policy.as_deref(), json),
@@ -353,11 +444,14 @@ fn render(
         print_policy_error(policy_path, &e);
         return Ok(ExitCode::from(1));
     }
-    let value = harness::policy_file::load_value(policy_path)?;
+    let policy_value = harness::policy_file::load_value(policy_path)?;
+    // What goes into the plugin configuration: a signed envelope stays the envelope.
+    let value = harness::policy_file::load_raw_value(policy_path)?;
     match what {
         RenderTarget::Wasmplugin => {
             let url = url.unwrap_or_else(|| "oci://ghcr.io/meshguard/meshguard:0.1.0".to_string());
-            print!("{}", harness::render::wasm_plugin(&value, &url, name, namespace, selectors, options)?);
+            let options = harness::render::WasmPluginOptions { plugin_config: Some(value), ..options.clone() };
+            print!("{}", harness::render::wasm_plugin(&policy_value, &url, name, namespace, selectors, &options)?);
         }
         RenderTarget::Compose => {
             let Some(out) = out else { anyhow::bail!("render compose needs --out DIR") };

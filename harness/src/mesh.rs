@@ -144,6 +144,9 @@ pub struct MeshOptions {
     /// Append [`STATS_TAGS`] to the bootstrap (default true), so `/stats/prometheus` shows
     /// `meshguard_findings_total{check,code,mode}`; false shows the flat per-finding names.
     pub stats_tags: bool,
+    /// Environment variables of the Wasm VM (`vm_config.environment_variables.key_values`,
+    /// what Istio's `vmConfig.env` sets), e.g. `MESHGUARD_TRUST_KEYS`. Kept for updates.
+    pub vm_env: Vec<(String, String)>,
 }
 
 impl Default for MeshOptions {
@@ -159,6 +162,7 @@ impl Default for MeshOptions {
             kind: MeshKind::default(),
             workload: ("web".to_string(), "web".to_string()),
             stats_tags: true,
+            vm_env: Vec::new(),
         }
     }
 }
@@ -197,6 +201,7 @@ pub struct Mesh {
     ecds_path: PathBuf,
     wasm: PathBuf,
     version: AtomicU64,
+    vm_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -244,7 +249,7 @@ impl Mesh {
         let ecds_dir = work_dir.join("ecds");
         fs::create_dir_all(&ecds_dir)?;
         let ecds_path = ecds_dir.join("meshguard.yaml");
-        write_atomically(&ecds_path, &render_ecds(&options.policy_json, &wasm)?)?;
+        write_atomically(&ecds_path, &render_ecds_with_env(&options.policy_json, &wasm, "1", &options.vm_env)?)?;
         let ecds_network_path = ecds_dir.join("meshguard-tcp.yaml");
         let tls_echo = match options.kind {
             MeshKind::SidecarOutbound => {
@@ -316,6 +321,7 @@ impl Mesh {
             ecds_path,
             wasm,
             version: AtomicU64::new(1),
+            vm_env: options.vm_env.clone(),
         };
         let mut accepted = mesh.ecds_stat("update_success")?.unwrap_or(0) > 0;
         if mesh.tls_echo.is_some() {
@@ -415,7 +421,10 @@ impl Mesh {
             let path = self.ecds_path.with_file_name("meshguard-tcp.yaml");
             write_atomically(&path, &render_ecds_network(policy_json, &self.wasm, &version.to_string())?)?;
         }
-        write_atomically(&self.ecds_path, &render_ecds_version(policy_json, &self.wasm, &version.to_string())?)?;
+        write_atomically(
+            &self.ecds_path,
+            &render_ecds_with_env(policy_json, &self.wasm, &version.to_string(), &self.vm_env)?,
+        )?;
 
         // Both subscriptions must have seen their new file before the verdict means anything.
         let deadline = Instant::now() + UPDATE_TIMEOUT;
@@ -535,9 +544,22 @@ pub fn render_ecds(policy_json: &str, wasm: &Path) -> Result<String> {
 
 /// [`render_ecds`] with this `version_info` (each update of a running mesh gets a new one).
 pub fn render_ecds_version(policy_json: &str, wasm: &Path, version: &str) -> Result<String> {
+    render_ecds_with_env(policy_json, wasm, version, &[])
+}
+
+/// [`render_ecds_version`] with environment variables for the Wasm VM.
+pub fn render_ecds_with_env(policy_json: &str, wasm: &Path, version: &str, env: &[(String, String)]) -> Result<String> {
+    let key_values: serde_json::Map<String, serde_json::Value> =
+        env.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+    let vm_env = if env.is_empty() { serde_json::json!({}) } else { serde_json::json!({ "key_values": key_values }) };
     render(
         ECDS_WASM_TEMPLATE,
-        &[("VERSION", json_str(version)), ("WASM_PATH", json_path(wasm)), ("POLICY_JSON", json_str(policy_json))],
+        &[
+            ("VERSION", json_str(version)),
+            ("WASM_PATH", json_path(wasm)),
+            ("POLICY_JSON", json_str(policy_json)),
+            ("VM_ENV", vm_env.to_string()),
+        ],
     )
 }
 

@@ -42,6 +42,14 @@ pub struct WasmPluginOptions {
     pub plugin_type: PluginType,
     /// `None`: [`auto_mode`] picks it from the policy and the selector.
     pub mode: Option<TrafficMode>,
+    /// The `pluginConfig` when it is not the policy itself: a signed envelope (`policy` is
+    /// then its content, for [`auto_mode`]).
+    pub plugin_config: Option<Value>,
+    /// The module's pinned digest (hex): the WasmPlugin's `sha256`.
+    pub sha256: Option<String>,
+    /// Pass the proxy's own `MESHGUARD_TRUST_KEYS` (from the pod spec) to the VM:
+    /// `vmConfig.env: [{name: MESHGUARD_TRUST_KEYS, valueFrom: HOST}]`.
+    pub trust_keys_from_host: bool,
 }
 
 /// The traffic mode a policy needs when the operator does not say:
@@ -84,6 +92,13 @@ pub fn wasm_plugin(
     if options.plugin_type == PluginType::Network && policy.get("egress").is_none_or(Value::is_null) {
         bail!("a NETWORK plugin runs only the egress check (on the TLS SNI), and this policy has no egress section");
     }
+    // What Kubernetes or the CRD would refuse is refused here, not printed.
+    crate::image_ref::check_url(url)?;
+    crate::image_ref::check_name("--name", name, 253, true)?;
+    crate::image_ref::check_name("--namespace", namespace, 63, false)?;
+    for s in selectors {
+        crate::image_ref::check_selector(s)?;
+    }
     let mut spec = Map::new();
     if !selectors.is_empty() {
         let mut labels = Map::new();
@@ -99,6 +114,9 @@ pub fn wasm_plugin(
     };
     let mode = options.mode.unwrap_or_else(|| auto_mode(policy, selectors, options.plugin_type));
     spec.insert("url".into(), url.into());
+    if let Some(sha256) = &options.sha256 {
+        spec.insert("sha256".into(), sha256.as_str().into());
+    }
     spec.insert("imagePullPolicy".into(), "IfNotPresent".into());
     spec.insert("pluginName".into(), plugin_name.into());
     spec.insert("phase".into(), "AUTHN".into());
@@ -106,7 +124,10 @@ pub fn wasm_plugin(
     spec.insert("failStrategy".into(), "FAIL_CLOSE".into());
     spec.insert("type".into(), plugin_type.into());
     spec.insert("match".into(), json!([{ "mode": mode.as_str() }]));
-    spec.insert("pluginConfig".into(), policy.clone());
+    if options.trust_keys_from_host {
+        spec.insert("vmConfig".into(), json!({"env": [{"name": "MESHGUARD_TRUST_KEYS", "valueFrom": "HOST"}]}));
+    }
+    spec.insert("pluginConfig".into(), options.plugin_config.clone().unwrap_or_else(|| policy.clone()));
     let manifest = json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",

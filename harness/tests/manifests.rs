@@ -195,14 +195,14 @@ fn rendered_wasm_plugins_are_valid() {
     // Egress: CLIENT, as HTTP and as NETWORK.
     let egress = harness::policy_file::load_value(&root().join("envoy-config/policies/egress.yaml")).unwrap();
     for plugin_type in [PluginType::Http, PluginType::Network] {
-        let opts = WasmPluginOptions { plugin_type, mode: None };
+        let opts = WasmPluginOptions { plugin_type, mode: None, ..Default::default() };
         let text = harness::render::wasm_plugin(&egress, "oci://x/m:1", "meshguard-egress", "web", &[], &opts).unwrap();
         let manifest: Value = serde_norway::from_str(&text).unwrap();
         check_wasm_plugin(&manifest, &format!("rendered egress.yaml as {plugin_type:?}"));
         assert_eq!(manifest["spec"]["match"][0]["mode"], "CLIENT");
     }
     // A network plugin without an egress check would check nothing: refused.
-    let opts = WasmPluginOptions { plugin_type: PluginType::Network, mode: None };
+    let opts = WasmPluginOptions { plugin_type: PluginType::Network, mode: None, ..Default::default() };
     assert!(harness::render::wasm_plugin(&value, "oci://x/m:1", "m", "default", &[], &opts).is_err());
 }
 
@@ -255,4 +255,77 @@ fn shipped_example_policies_validate() {
         }
     }
     assert!(n >= 1);
+}
+
+#[test]
+fn a_signed_policy_renders_pinned_to_the_packaged_digest() {
+    use harness::signing::SigningKey;
+    let dir = harness::scratch_dir("render-signed").unwrap();
+    let key = SigningKey::from_seed([5; 32]);
+    let (envelope, _) =
+        harness::signing::sign_policy(&root().join("envoy-config/policies/demo.yaml"), &key, Some(3)).unwrap();
+    let signed = dir.join("demo.signed.json");
+    std::fs::write(&signed, &envelope).unwrap();
+    let policy_value = harness::policy_file::load_value(&signed).unwrap();
+    let raw = harness::policy_file::load_raw_value(&signed).unwrap();
+    assert_eq!(
+        policy_value,
+        harness::policy_file::load_value(&root().join("envoy-config/policies/demo.yaml")).unwrap()
+    );
+
+    // A layout from `meshguard package` (a stand-in module with the trust-root slot).
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend_from_slice(&policy::envelope::empty_slot());
+    let wasm = dir.join("m.wasm");
+    std::fs::write(&wasm, &module).unwrap();
+    let packaged = harness::package::package(&wasm, &[], &dir.join("oci"), "0.1.0").unwrap();
+    let module_ref =
+        harness::sign_commands::module_ref("oci://ghcr.io/acme/meshguard", Some(&dir.join("oci")), "0.1.0").unwrap();
+    let hex = packaged.wasm_manifest_digest.trim_start_matches("sha256:");
+    assert_eq!(module_ref.url, format!("oci://ghcr.io/acme/meshguard@sha256:{hex}"));
+    assert_eq!(module_ref.sha256.as_deref(), Some(hex));
+
+    let opts = WasmPluginOptions {
+        plugin_config: Some(raw.clone()),
+        sha256: module_ref.sha256.clone(),
+        trust_keys_from_host: true,
+        ..Default::default()
+    };
+    let text = harness::render::wasm_plugin(
+        &policy_value,
+        &module_ref.url,
+        "meshguard",
+        "default",
+        &["app=api".into()],
+        &opts,
+    )
+    .unwrap();
+    let manifest: Value = serde_norway::from_str(&text).unwrap();
+    let errs = wasm_plugin_errors(&manifest);
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    assert_eq!(manifest["spec"]["url"], module_ref.url.as_str());
+    assert_eq!(manifest["spec"]["sha256"], hex);
+    assert_eq!(manifest["spec"]["vmConfig"]["env"][0]["name"], "MESHGUARD_TRUST_KEYS");
+    assert_eq!(manifest["spec"]["vmConfig"]["env"][0]["valueFrom"], "HOST");
+    assert_eq!(manifest["spec"]["pluginConfig"], raw, "the envelope itself is the plugin configuration");
+    assert_eq!(manifest["spec"]["match"][0]["mode"], "SERVER", "the mode follows the signed policy");
+    // What a proxy receives verifies.
+    let env = policy::envelope::Envelope::from_value(&manifest["spec"]["pluginConfig"]).unwrap();
+    let mut roots = policy::envelope::TrustRoots::default();
+    roots.push(key.public());
+    assert_eq!(policy::envelope::verify(&env, &roots).unwrap().serial, 3);
+
+    // What Kubernetes or the CRD would reject is refused, not printed.
+    let bad = |url: &str, name: &str, ns: &str, sel: &str| {
+        harness::render::wasm_plugin(&policy_value, url, name, ns, &[sel.to_string()], &opts).is_err()
+    };
+    assert!(bad("ftp://x/m.wasm", "meshguard", "default", "app=api"));
+    assert!(bad(&module_ref.url, "MeshGuard", "default", "app=api"));
+    assert!(bad(&module_ref.url, "meshguard", "istio.system", "app=api"));
+    assert!(bad(&module_ref.url, "meshguard", "default", "app=a b"));
+    assert!(!bad(&module_ref.url, "meshguard", "default", "app.kubernetes.io/name=api"));
+    // A mutable tag is accepted with a warning and without sha256.
+    let tagged = harness::image_ref::image("ghcr.io/acme/meshguard:0.1.0").unwrap();
+    assert!(tagged.warning.is_some() && tagged.sha256.is_none());
+    let _ = std::fs::remove_dir_all(&dir);
 }

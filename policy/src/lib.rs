@@ -14,6 +14,7 @@
 pub mod checks;
 pub mod decision;
 pub mod document;
+pub mod envelope;
 pub mod error;
 pub mod fuzzing;
 pub mod log;
