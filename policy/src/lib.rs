@@ -29,6 +29,7 @@ pub mod request;
 pub mod route;
 pub mod samples;
 pub mod spiffe;
+pub mod strict_json;
 pub mod xfcc;
 
 pub use connection::ConnectionView;
