@@ -3,7 +3,9 @@
 //! Threat: the log itself leaking secrets. A decision line never holds Authorization, Cookie,
 //! tokens or query strings: those header values are redacted, anything that looks like a JWT is
 //! redacted wherever it appears, and the path is logged without its query. The `request` object
-//! has the shape `meshguard eval --request` reads, so logged traffic can be replayed offline.
+//! has the shape `meshguard eval --request` reads, so logged traffic can be replayed offline;
+//! a line whose logged request would not get the same findings (because of what was left out)
+//! carries `"replayable": false`.
 
 use serde_json::{json, Map, Value};
 
@@ -181,7 +183,9 @@ pub(crate) fn record(
             HeaderMutation::Set { name, .. } => json!({"op": "set", "name": text(name)}),
         })
         .collect();
-    json!({
+    let request = request_json(settings, req);
+    let replayable = replays_the_same(policy, decision, &request);
+    let mut line = json!({
         "time": rfc3339_millis(unix_millis),
         "requestId": req.request_id().and_then(printable_id),
         "outcome": decision.outcome(),
@@ -194,9 +198,26 @@ pub(crate) fn record(
         "headerMutations": mutations,
         "principal": decision.principal,
         "policyRevision": policy.revision(),
-        "request": request_json(settings, req),
-    })
-    .to_string()
+        "request": request,
+    });
+    if !replayable {
+        if let Some(obj) = line.as_object_mut() {
+            obj.insert("replayable".into(), false.into());
+        }
+    }
+    line.to_string()
+}
+
+/// Whether the request as logged (query dropped, secrets redacted, headers maybe left out)
+/// gets the same findings from the same policy as the request the filter saw. When it does
+/// not (a query-length limit, two Authorization values, a JWT-shaped header a guard reads),
+/// the line says `"replayable": false`, so that `meshguard replay` never presents what the
+/// redaction changed as a change of policy. Costs one more evaluation per logged line.
+fn replays_the_same(policy: &Policy, decision: &Decision, logged: &Value) -> bool {
+    let Ok(back) = serde_json::from_value::<crate::request::OwnedRequest>(logged.clone()) else { return false };
+    let pairs = back.pairs();
+    let again = policy.evaluate(&back.view(&pairs));
+    again.findings == decision.findings
 }
 
 /// `2026-11-22T07:20:44.123Z` from milliseconds since the Unix epoch.
@@ -260,6 +281,40 @@ mod tests {
         let v = back.view(&replayed);
         assert_eq!((v.end_of_stream, v.tls, v.peer.mtls), (false, true, true));
         assert_eq!(v.path(), b"/a", "the query is never logged");
+    }
+
+    #[test]
+    fn lines_whose_redaction_changes_the_findings_say_so() {
+        let policy = Policy::from_value(
+            serde_json::json!({"version": 1, "decisionLog": {"allowSampleRate": 1}, "hygiene": {"preset": "gateway-strict"}}),
+        )
+        .unwrap();
+        let line = |pairs: &[(&[u8], &[u8])]| -> Value {
+            let view = RequestView::new(pairs, crate::Peer::default(), crate::Direction::Inbound).with_tls(true);
+            let decision = policy.evaluate(&view);
+            serde_json::from_str(&policy.decision_log_line(&decision, &view, 0)).unwrap()
+        };
+        let base: Vec<(&[u8], &[u8])> =
+            vec![(b":method", b"GET"), (b":path", b"/a"), (b":authority", b"h"), (b":scheme", b"https")];
+        let plain = line(&base);
+        assert_eq!(plain["outcome"], "allow", "{plain}");
+        assert!(plain.get("replayable").is_none(), "{plain}");
+
+        // 200 query parameters: denied, and the log has no query.
+        let query = format!("/a?{}", vec!["p=1"; 200].join("&"));
+        let mut many = base.clone();
+        many[1] = (b":path", query.as_bytes());
+        let logged = line(&many);
+        assert_eq!((&logged["outcome"], &logged["replayable"]), (&json!("deny"), &json!(false)), "{logged}");
+
+        // Two Authorization values: denied, and the log has them redacted (still two of them,
+        // so this one replays the same).
+        let mut two = base.clone();
+        two.push((b"authorization", b"Bearer a"));
+        two.push((b"authorization", b"Bearer b"));
+        let logged = line(&two);
+        assert_eq!(logged["outcome"], "deny");
+        assert!(!logged.to_string().contains("Bearer"));
     }
 
     #[test]
