@@ -77,7 +77,7 @@ fn every_example_policy_passes_check() {
 }
 
 #[test]
-fn check_names_every_bad_field_and_exits_1() {
+fn check_names_every_bad_field_and_exits_2() {
     let dir = harness::scratch_dir("cli").unwrap();
     let bad = write(
         &dir,
@@ -85,9 +85,12 @@ fn check_names_every_bad_field_and_exits_1() {
         "version: 1\ndenyResponse: {status: 200}\nidentity:\n  trustDomains: [Bad_TD!]\n  rules:\n    - id: a\n      action: allow\n      principals: [\"spiffe://x/../y\"]\n",
     );
     let out = meshguard(&["check", bad.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "an invalid policy is bad input, exit 2, in every command");
     let stderr = text(&out.stderr);
-    let paths: Vec<&str> = stderr.lines().map(|l| l.split(": ").next().unwrap()).collect();
+    let prefix = format!("{}: ", bad.display());
+    assert!(stderr.lines().all(|l| l.starts_with(&prefix)), "every line names the file: {stderr}");
+    let paths: Vec<&str> =
+        stderr.lines().map(|l| l.strip_prefix(&prefix).unwrap().split(": ").next().unwrap()).collect();
     assert_eq!(
         paths,
         ["denyResponse.status", "identity.trustDomains[0]", "identity.rules[0].principals[0]"],
@@ -96,8 +99,13 @@ fn check_names_every_bad_field_and_exits_1() {
 
     let unknown = write(&dir, "unknown.yaml", "version: 1\nidentity:\n  rules:\n    - id: a\n      acton: allow\n");
     let out = meshguard(&["check", unknown.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("identity.rules[0].acton: unknown field `acton`"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .starts_with(&format!("{}: identity.rules[0].acton: unknown field `acton`", unknown.display())),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -167,7 +175,7 @@ fn replay_re_decides_logged_requests_under_a_new_policy() {
         ));
         log.push_str("[2026-11-22 07:00:00.000][15][info][main] unrelated line\n");
     }
-    let out = meshguard(&["replay", "--policy", new.to_str().unwrap()], Some(&log));
+    let out = meshguard(&["replay", "--policy", new.to_str().unwrap(), "--output", "json"], Some(&log));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2);
@@ -183,8 +191,8 @@ fn render_refuses_an_invalid_policy() {
     let dir = harness::scratch_dir("cli").unwrap();
     let bad = write(&dir, "bad.yaml", "version: 2\n");
     let out = meshguard(&["render", "wasmplugin", "--policy", bad.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("version: "), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with(&format!("{}: version: ", bad.display())), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }
