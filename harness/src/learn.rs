@@ -9,7 +9,8 @@
 //!   `passthrough: true` where Envoy routed to PassthroughCluster).
 //!
 //! The proposal is the policy the logs were gathered under with `identity.rules` and
-//! `egress.allow` replaced and both checks set to `mode: enforce`; its comments say how many
+//! `egress.allow` replaced and both checks set to `mode: enforce` (a policy-wide `dry-run`
+//! becomes `enforce`, with the hygiene check kept in dry-run); its comments say how many
 //! logged requests each rule covers. `meshguard replay` of the same logs under it shows no
 //! identity or egress deny (harness/tests/tuning.rs checks that). Requests no rule can allow
 //! (no peer identity, a hygiene finding) are counted in the header comment.
@@ -253,6 +254,17 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<
         egress["mode"] = "enforce".into();
     }
 
+    // A dry-run policy's mode wins over its checks' modes: enforce at the top, and keep the
+    // hygiene check where it was.
+    if proposal.get("mode").and_then(Value::as_str) == Some("dry-run") {
+        proposal["mode"] = "enforce".into();
+        if let Some(hygiene) = proposal.get_mut("hygiene").filter(|v| v.is_object()) {
+            if hygiene.get("mode").is_none() {
+                hygiene["mode"] = "dry-run".into();
+            }
+        }
+    }
+
     let mut text = format!(
         "# Proposed by `meshguard learn` from {} decision lines ({} lines read) under {}.\n\
          # identity.rules and egress.allow are replaced by least-privilege rules for exactly the\n\
@@ -276,14 +288,14 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<
     }
     let yaml = serde_norway::to_string(&proposal)?;
     for line in yaml.lines() {
-        // `- id: learned-...` gets its comment on the line before.
-        if let Some(id) = line.trim_start().strip_prefix("- id: ") {
+        text.push_str(line);
+        // A learned rule's `id:` line says how much traffic the rule covers.
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(id) = trimmed.strip_prefix("id: ") {
             if let Some(c) = comments.get(id.trim_matches('\'').trim_matches('"')) {
-                let indent = line.len() - line.trim_start().len();
-                text.push_str(&format!("{}# {c}\n", " ".repeat(indent)));
+                text.push_str(&format!("  # {c}"));
             }
         }
-        text.push_str(line);
         text.push('\n');
     }
     // The proposal must itself be a valid policy.
