@@ -65,7 +65,9 @@ fn every_example_policy_passes_check() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml")
+            || path.to_string_lossy().ends_with(harness::policy_test::SUFFIX)
+        {
             continue;
         }
         let out = meshguard(&["check", path.to_str().unwrap()], None);
@@ -194,5 +196,44 @@ fn render_refuses_an_invalid_policy() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).starts_with(&format!("{}: version: ", bad.display())), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The example policies ship with their unit tests; every case passes and every rule is
+/// exercised. A case with a wrong expectation fails the run (exit 1) and says why.
+#[test]
+fn example_policies_pass_their_own_tests() {
+    let out = meshguard(&["test", "envoy-config/policies", "--output", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = report["files"].as_array().unwrap();
+    let policies = std::fs::read_dir(harness::workspace_root().join("envoy-config/policies"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            name.ends_with(".yaml") && !name.ends_with(harness::policy_test::SUFFIX)
+        })
+        .count();
+    assert_eq!(files.len(), policies, "every example policy has a test file: {report}");
+    assert!(report["passed"].as_u64().unwrap() >= 20, "{report}");
+    for f in files {
+        assert_eq!(f["uncoveredRules"], json!([]), "{f}");
+    }
+
+    let dir = harness::scratch_dir("cli").unwrap();
+    let wrong = write(
+        &dir,
+        "wrong.tests.yaml",
+        &format!(
+            "policy: {}\ncases:\n  - name: plaintext\n    request: {{method: GET, path: /api}}\n    expect: {{outcome: allow}}\n  - name: web\n    request: {{method: GET, path: /api, peer: {{mtls: true, uriSan: 'spiffe://cluster.local/ns/web/sa/web'}}}}\n    expect: {{outcome: allow}}\n",
+            harness::workspace_root().join("envoy-config/policies/demo.yaml").display()
+        ),
+    );
+    let out = meshguard(&["test", wrong.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAIL  plaintext: outcome deny (expected allow)"), "{stdout}");
+    assert!(stdout.contains("PASS  web") && stdout.contains("1 passed, 1 failed"), "{stdout}");
+    assert!(stdout.contains("no case exercises identity: batch-never-admin"), "{stdout}");
     std::fs::remove_dir_all(dir).unwrap();
 }
