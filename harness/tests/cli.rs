@@ -237,3 +237,67 @@ fn example_policies_pass_their_own_tests() {
     assert!(stdout.contains("no case exercises identity: batch-never-admin"), "{stdout}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `diff OLD NEW LOGS`: the rules that changed, and the logged decisions that change, grouped
+/// by rule and reason code; `--fail-on-change` exits 1.
+#[test]
+fn diff_shows_rule_changes_and_the_decisions_they_change() {
+    let dir = harness::scratch_dir("cli").unwrap();
+    let old = write(&dir, "old.yaml", POLICY);
+    let new = write(
+        &dir,
+        "new.yaml",
+        &POLICY.replace(
+            "principals: [\"spiffe://cluster.local/ns/web/sa/*\"]",
+            "principals: [\"spiffe://cluster.local/ns/ops/sa/*\"]",
+        ),
+    );
+    let logged = policy::Policy::from_value(json!({"version": 1, "decisionLog": {"allowSampleRate": 1}})).unwrap();
+    let mut log = String::new();
+    for (id, caller) in [("d1", "web"), ("d2", "web"), ("d3", "ops")] {
+        let mut owned: policy::request::OwnedRequest = serde_json::from_str(&request(
+            "GET",
+            "/api/items",
+            Some(&format!("spiffe://cluster.local/ns/{caller}/sa/{caller}")),
+        ))
+        .unwrap();
+        owned.headers.push(("x-request-id".into(), id.into()));
+        let pairs = owned.pairs();
+        let view = owned.view(&pairs);
+        log.push_str(&format!("{}\n", logged.decision_log_line(&logged.evaluate(&view), &view, 0)));
+    }
+    let log_path = write(&dir, "envoy.log", &log);
+    let args = [old.to_str().unwrap(), new.to_str().unwrap(), log_path.to_str().unwrap()];
+    let out = meshguard(&["diff", args[0], args[1], args[2], "--output", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["policyChanges"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d["policyChanges"][0]["path"], "identity.rules[web-reads].principals");
+    assert_eq!((&d["decisions"]["total"], &d["decisions"]["changed"]), (&json!(3), &json!(3)), "{d}");
+    assert_eq!(
+        d["decisions"]["groups"],
+        json!([
+            {"before": "allow", "after": "deny", "rule": "web-reads", "code": "peer_identity_principal_not_allowed", "count": 2},
+            {"before": "deny", "after": "allow", "rule": "web-reads", "code": "peer_identity_principal_not_allowed", "count": 1},
+        ])
+    );
+    let out = meshguard(&["diff", args[0], args[1], args[2], "--fail-on-change"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("~ identity.rules[web-reads].principals"), "{}", text(&out.stdout));
+    let out = meshguard(&["diff", args[0], args[0], args[2], "--fail-on-change"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("no rule or setting changed"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = meshguard(&["completions", shell], None);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        for command in ["check", "replay", "learn", "diff", "test"] {
+            assert!(script.contains(command), "{shell}: {command}");
+        }
+    }
+}
