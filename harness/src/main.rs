@@ -360,9 +360,7 @@ fn replay(
     let policy: Policy = load_policy(policy_path)?;
     let (mut changed, mut unreplayable) = (0u64, 0u64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if output == Output::Table {
-        writeln!(out, "{:<24} {:<28} {:<24} {:<11} {:<11} after", "where", "request id", "", "before", "after")?;
-    }
+    let mut header = output == Output::Table;
     let stats = read_logs(logs, |entry| {
         let decision = entry.decide(&policy);
         let trustworthy = entry.trustworthy_under(&policy, &decision);
@@ -374,16 +372,25 @@ fn replay(
         }
         match output {
             Output::Json => writeln!(out, "{}", row_json(&entry, &policy, &decision, trustworthy))?,
-            Output::Table if is_change || !trustworthy => writeln!(
-                out,
-                "{:<24} {:<28} {:<24} {:<11} {:<11} {}",
-                entry.at,
-                entry.record["requestId"].as_str().unwrap_or("-"),
-                if trustworthy { "changed" } else { "NOT REPLAYABLE" },
-                entry.outcome(),
-                if trustworthy { decision.outcome() } else { "?" },
-                decision.primary().map(|f| format!("{} ({})", f.code.as_str(), f.rule)).unwrap_or_default(),
-            )?,
+            Output::Table if is_change || !trustworthy => {
+                if std::mem::take(&mut header) {
+                    writeln!(
+                        out,
+                        "{:<28} {:<24} {:<14} {:<10} {:<10} now",
+                        "line", "request id", "", "logged", "replayed"
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{:<28} {:<24} {:<14} {:<10} {:<10} {}",
+                    entry.at,
+                    entry.record["requestId"].as_str().unwrap_or("-"),
+                    if trustworthy { "changed" } else { "not replayable" },
+                    entry.outcome(),
+                    if trustworthy { decision.outcome() } else { "?" },
+                    decision.primary().map(|f| format!("{} ({})", f.code.as_str(), f.rule)).unwrap_or_default(),
+                )?
+            }
             Output::Table => {}
         }
         Ok(())
