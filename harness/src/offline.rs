@@ -18,7 +18,18 @@ pub const DIRECTION_REQUIRED: &str = "required: this policy's checks read the li
 \"unspecified\" (what the filter sees on a listener without traffic_direction)";
 
 /// The decision the HTTP filter makes for `request`.
+/// A logged request's `queryShape` is applied first.
 pub fn decide_request(policy: &Policy, request: &OwnedRequest) -> Decision {
+    let shaped;
+    let request = match request.query_shape {
+        Some(_) => {
+            let mut r = request.clone();
+            r.apply_query_shape();
+            shaped = r;
+            &shaped
+        }
+        None => request,
+    };
     let pairs = request.pairs();
     let mut view = request.view(&pairs);
     if !policy.needs().direction {

@@ -314,3 +314,34 @@ fn exit_codes_are_one_table_and_dash_is_stdin() {
     assert_eq!(meshguard(&["eval", "--policy", b], None).status.code(), Some(2));
     assert_eq!(meshguard(&["render", "wasmplugin"], None).status.code(), Some(2));
 }
+
+/// Bug 1: a line whose logged request cannot decide as the real one did is reported apart,
+/// never as a change: marked by the filter, or (a log from before the marking) logged under
+/// the very revision being replayed and deciding differently now.
+#[test]
+fn replay_reports_lines_the_log_cannot_decide_apart() {
+    let dir = Scratch::new();
+    let doc = json!({"version": 1, "hygiene": {"preset": "gateway-strict"}, "decisionLog": {"includeHeaders": false}});
+    let policy_path = write(&dir.0, "quiet.json", doc.to_string().as_bytes());
+    let quiet = policy::Policy::from_value(doc).unwrap();
+    let pairs: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"GET"),
+        (b":path", b"/a"),
+        (b":authority", b"shop.example.com"),
+        (b":scheme", b"https"),
+        (b"x_user", b"admin"),
+    ];
+    let view = policy::RequestView::new(&pairs, policy::Peer::default(), policy::Direction::Inbound).with_tls(true);
+    let line = quiet.decision_log_line(&quiet.evaluate(&view), &view, 0);
+    let mut unmarked: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(unmarked["replayable"], false, "{line}");
+    unmarked.as_object_mut().unwrap().remove("replayable");
+    let log = write(&dir.0, "envoy.log", format!("{line}\n{unmarked}\n").as_bytes());
+    let out = meshguard(
+        &["replay", "--policy", policy_path.to_str().unwrap(), log.to_str().unwrap(), "--fail-on-change"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("0 changed, 2 not replayable"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches("not replayable").count(), 2, "{}", text(&out.stdout));
+}
