@@ -47,6 +47,10 @@ enum Command {
     Check {
         #[arg(required = true)]
         policies: Vec<PathBuf>,
+        /// table: `FILE: ok (revision R)` lines, errors on stderr; json: one document with
+        /// every file's revision or errors.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Decide one request offline, exactly as the filter would. Exit 0 allow (dry-run findings
     /// included), 1 deny, 2 bad input.
@@ -60,6 +64,9 @@ enum Command {
         /// CONNECTION.json (the network filter): {"sni","destinationPort","peer","direction","workload"}
         #[arg(long)]
         connection: Option<PathBuf>,
+        /// json (default): the decision as one JSON object; table: one line per finding.
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
     },
     /// Re-decide the requests of decision-log lines (Envoy's log or JSON lines) under POLICY
     /// and show which decisions would change. Lines whose logged request cannot decide as the
@@ -231,9 +238,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Check { policies } => check(&policies),
-        Command::Eval { policy, request: Some(request), .. } => eval(&policy, &request),
-        Command::Eval { policy, connection: Some(connection), .. } => eval_connection(&policy, &connection),
+        Command::Check { policies, output } => check(&policies, output),
+        Command::Eval { policy, request: Some(request), output, .. } => eval(&policy, &request, output),
+        Command::Eval { policy, connection: Some(connection), output, .. } => {
+            eval_connection(&policy, &connection, output)
+        }
         Command::Eval { .. } => Err(bad_input("eval needs --request or --connection")),
         Command::Replay { policy, logs, fail_on_change, skip_malformed, output } => {
             replay(&policy, &logs, fail_on_change, skip_malformed, output)
@@ -272,19 +281,54 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
-fn check(policies: &[PathBuf]) -> Result<ExitCode> {
+fn check(policies: &[PathBuf], output: Output) -> Result<ExitCode> {
     let mut ok = true;
     let mut out = std::io::stdout().lock();
+    let mut files = Vec::new();
     for path in policies {
         match load_policy(path) {
-            Ok(p) => writeln!(out, "{}: ok (revision {})", display_name(path), p.revision())?,
+            Ok(p) => {
+                if output == Output::Table {
+                    writeln!(out, "{}: ok (revision {})", display_name(path), p.revision())?;
+                }
+                files.push(json!({"file": display_name(path), "valid": true, "revision": p.revision()}));
+            }
             Err(e) => {
                 ok = false;
                 eprintln!("{e}");
+                let errors: Vec<Value> =
+                    e.errors.iter().map(|c| json!({"path": c.path, "message": c.message})).collect();
+                files.push(json!({"file": e.file, "valid": false, "errors": errors}));
             }
         }
     }
+    if output == Output::Json {
+        writeln!(out, "{}", json!({"files": files, "valid": ok}))?;
+    }
     Ok(code(if ok { exit::OK } else { exit::BAD_INPUT }))
+}
+
+/// Print a decision: JSON, or one line for the outcome and one per finding.
+fn print_decision(d: &policy::Decision, output: Output) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(out, "{}", decision_json(d))?,
+        Output::Table => {
+            writeln!(out, "{} (principal {})", d.outcome(), d.principal.as_deref().unwrap_or("-"))?;
+            for f in &d.findings {
+                writeln!(
+                    out,
+                    "  {:<14} {:<44} {:<32} {:<7} {}",
+                    f.check.as_str(),
+                    f.code.as_str(),
+                    f.rule,
+                    f.remedy.as_str(),
+                    if f.enforced { "enforced" } else { "dry-run" }
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn decision_json(d: &policy::Decision) -> Value {
@@ -316,7 +360,7 @@ fn read_json_object(path: &Path) -> Result<Value> {
     Ok(value)
 }
 
-fn eval(policy_path: &Path, request_path: &Path) -> Result<ExitCode> {
+fn eval(policy_path: &Path, request_path: &Path, output: Output) -> Result<ExitCode> {
     let policy = load_policy(policy_path)?;
     let value = read_json_object(request_path)?;
     let name = display_name(request_path);
@@ -327,11 +371,11 @@ fn eval(policy_path: &Path, request_path: &Path) -> Result<ExitCode> {
         return Err(bad_input(format!("{name}: direction: {}", harness::offline::DIRECTION_REQUIRED)));
     }
     let decision = harness::offline::decide_request(&policy, &request);
-    writeln!(std::io::stdout(), "{}", decision_json(&decision))?;
+    print_decision(&decision, output)?;
     Ok(code(if decision.enforced() { exit::NO } else { exit::OK }))
 }
 
-fn eval_connection(policy_path: &Path, connection_path: &Path) -> Result<ExitCode> {
+fn eval_connection(policy_path: &Path, connection_path: &Path, output: Output) -> Result<ExitCode> {
     let policy = load_policy(policy_path)?;
     let value = read_json_object(connection_path)?;
     let name = display_name(connection_path);
@@ -342,7 +386,7 @@ fn eval_connection(policy_path: &Path, connection_path: &Path) -> Result<ExitCod
         return Err(bad_input(format!("{name}: direction: {}", harness::offline::DIRECTION_REQUIRED)));
     }
     let decision = harness::offline::decide_connection(&policy, &connection);
-    writeln!(std::io::stdout(), "{}", decision_json(&decision))?;
+    print_decision(&decision, output)?;
     Ok(code(if decision.enforced() { exit::NO } else { exit::OK }))
 }
 

@@ -345,3 +345,34 @@ fn replay_reports_lines_the_log_cannot_decide_apart() {
     assert!(text(&out.stderr).contains("0 changed, 2 not replayable"), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).matches("not replayable").count(), 2, "{}", text(&out.stdout));
 }
+
+/// `--output json|table` on the commands that print results.
+#[test]
+fn check_and_eval_print_json_or_a_table() {
+    let dir = Scratch::new();
+    let bad = write(&dir.0, "bad.yaml", b"version: 1\nmode: x\n");
+    let out = meshguard(&["check", "envoy-config/policies/demo.yaml", bad.to_str().unwrap(), "--output", "json"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["files"][0]["valid"], true);
+    assert_eq!(report["files"][1]["errors"][0]["path"], "mode", "{report}");
+
+    let req = write(&dir.0, "req.json", request("/admin", "batch", "t1").to_string().as_bytes());
+    let out = meshguard(
+        &[
+            "eval",
+            "--policy",
+            "envoy-config/policies/demo.yaml",
+            "--request",
+            req.to_str().unwrap(),
+            "--output",
+            "table",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("deny (principal spiffe://cluster.local/ns/batch/sa/batch)"), "{table}");
+    assert!(table.contains("peer_identity_principal_denied") && table.contains("batch-never-admin"), "{table}");
+}
