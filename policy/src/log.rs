@@ -61,6 +61,20 @@ fn text(v: &[u8]) -> String {
 
 /// The request as logged (and as `meshguard eval` reads it back).
 pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
+    logged_request(settings, req).0
+}
+
+/// [`request_json`], and whether it is exactly what the checks read (nothing redacted, cut or
+/// left out, no query): then a replay decides on the very same request.
+fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool) {
+    let utf8 = |v: Option<&[u8]>| v.is_none_or(|v| std::str::from_utf8(v).is_ok());
+    let mut exact = req.path() == crate::path::without_query(req.path())
+        && req.headers.iter().filter(|(n, _)| n.starts_with(b":")).count() == 4
+        && [":method", ":path", ":authority", ":scheme"].iter().all(|p| req.header(p).is_some_and(|v| utf8(Some(v))))
+        && utf8(req.peer.uri_san)
+        && utf8(req.cluster)
+        && utf8(req.workload.namespace)
+        && utf8(req.workload.service_account);
     let mut obj = Map::new();
     obj.insert("method".into(), text(req.method()).into());
     obj.insert("path".into(), text(crate::path::without_query(req.path())).into());
@@ -69,6 +83,9 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     }
     obj.insert("authority".into(), text(req.authority()).into());
     obj.insert("scheme".into(), text(req.scheme()).into());
+    if !settings.include_headers && req.headers.iter().any(|(n, _)| !n.starts_with(b":")) {
+        exact = false;
+    }
     if settings.include_headers {
         let mut binary = Vec::new();
         let headers: Vec<Value> = req
@@ -79,6 +96,9 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
             .map(|(i, (n, v))| {
                 let name = text(n);
                 let redacted = settings.redact.contains(&name.to_ascii_lowercase()) || looks_like_jwt(v);
+                if redacted || name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
+                    exact = false;
+                }
                 let value = if redacted {
                     // As many redacted elements as the value had comma-separated ones: a
                     // comma-merged duplicate (two Authorization headers) stays one.
@@ -112,7 +132,7 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     if req.workload != Workload::default() {
         obj.insert("workload".into(), workload_json(&req.workload));
     }
-    Value::Object(obj)
+    (Value::Object(obj), exact)
 }
 
 /// What the checks need of the query, none of its content: the part of the target that
@@ -214,8 +234,9 @@ pub(crate) fn record(
             HeaderMutation::Set { name, .. } => json!({"op": "set", "name": text(name)}),
         })
         .collect();
-    let request = request_json(settings, req);
-    let replayable = replays_the_same(policy, decision, &request);
+    let (request, exact) = logged_request(settings, req);
+    // Only a request logged with something left out can decide differently.
+    let replayable = exact || replays_the_same(policy, decision, &request);
     let mut line = json!({
         "time": rfc3339_millis(unix_millis),
         "requestId": req.request_id().and_then(printable_id),
@@ -243,7 +264,8 @@ pub(crate) fn record(
 /// gets the same findings from the same policy as the request the filter saw. When it does
 /// not (a query-length limit, two Authorization values, a JWT-shaped header a guard reads),
 /// the line says `"replayable": false`, so that `meshguard replay` never presents what the
-/// redaction changed as a change of policy. Costs one more evaluation per logged line.
+/// redaction changed as a change of policy. Costs one more evaluation per logged line that
+/// left something out (a query, a redacted value, headers); none for the others.
 fn replays_the_same(policy: &Policy, decision: &Decision, logged: &Value) -> bool {
     let Ok(mut back) = serde_json::from_value::<crate::request::OwnedRequest>(logged.clone()) else { return false };
     back.apply_query_shape();
