@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use harness::client::{self, Request};
-use harness::mesh::{ensure_wasm, Mesh, MeshOptions, PolicyUpdate};
+use harness::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions, PolicyUpdate};
 use serde_json::Value;
 
 fn meshguard(args: &[&str]) -> Output {
@@ -202,4 +202,49 @@ fn tuning_walkthrough_dry_run_learn_test_diff_replay_enforce() {
     assert_eq!(send(&mesh, 200, ("batch", "GET", "/api/items")), 403);
     assert_eq!(send(&mesh, 201, ("web", "DELETE", "/api/items/1")), 403);
     assert_eq!(send(&mesh, 202, ("admin", "GET", "/admin")), 403);
+}
+
+/// Bug 6 of issue 14: on the sidecar's outbound side (the listener's direction, the cluster
+/// Envoy picked, the workload), replay of Envoy's decisions under the same policy decides
+/// every one as Envoy did: the offline decision is the filter's.
+#[test]
+fn outbound_decisions_replay_exactly_as_envoy_made_them() {
+    let policy_path = harness::workspace_root().join("envoy-config/policies/egress.yaml");
+    let mesh = Mesh::start(MeshOptions {
+        wasm: Some(ensure_wasm().unwrap()),
+        kind: MeshKind::SidecarOutbound,
+        ..MeshOptions::with_policy(harness::policy_file::load_json(&policy_path).unwrap())
+    })
+    .unwrap();
+    let dir = Scratch(harness::scratch_dir("tuning").unwrap());
+    let cases = [
+        ("api.example.com", "GET", "/v1/items", 200),
+        ("img.cdn.example.com", "GET", "/assets/a.css", 200),
+        ("legacy.example.net", "GET", "/", 200),
+        ("evil.example.org", "GET", "/", 403),
+        ("api.example.com.", "GET", "/", 403),
+        ("img.cdn.example.com", "POST", "/assets/x", 403),
+        ("169.254.169.254", "GET", "/latest/meta-data/?token=x", 403),
+        ("upload.example.com", "POST", "/incoming/x", 200),
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    for (i, (authority, method, path, status)) in cases.iter().enumerate() {
+        let id = format!("out-{i}");
+        let req = Request::new(method, path).with_authority(authority).with_header("x-request-id", &id);
+        let resp = client::send(mesh.listener_addr(), None, &req).unwrap();
+        assert_eq!(resp.status, *status, "{method} {authority}{path}: {}", resp.text());
+        statuses.insert(id, resp.status);
+    }
+    let log = save_log(&mesh, &dir.0, "outbound.log");
+    drop(mesh);
+    let out = meshguard(&["replay", "--policy", s(&policy_path), s(&log), "--output", "json", "--fail-on-change"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let rows = rows(&out);
+    assert_eq!(rows.len(), cases.len(), "every request is logged (allowSampleRate 1): {}", text(&out.stdout));
+    for row in &rows {
+        assert_eq!((&row["replayable"], &row["changed"]), (&Value::Bool(true), &Value::Bool(false)), "{row}");
+        let status = statuses[row["requestId"].as_str().unwrap()];
+        let denied = row["after"]["outcome"] == "deny";
+        assert_eq!(denied, status == 403, "{row}");
+    }
 }
