@@ -98,6 +98,9 @@ fn slug(text: &str) -> String {
 
 /// `meshguard learn`.
 pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<&Path>) -> Result<ExitCode> {
+    if crate::cli_io::is_stdin(policy_path) && (logs.is_empty() || logs.iter().any(|l| crate::cli_io::is_stdin(l))) {
+        return Err(bad_input("learn: the policy and the logs cannot both be standard input"));
+    }
     let (_, doc) = load_policy_and_value(policy_path)?;
     let egress_doc = doc.get("egress").filter(|v| !v.is_null());
     let egress_all = egress_doc.and_then(|e| e.get("appliesTo")).and_then(Value::as_str) == Some("all");

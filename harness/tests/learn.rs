@@ -123,3 +123,26 @@ fn learned_egress_rules_allow_exactly_the_observed_traffic() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Learning from part of the traffic would propose rules that deny the rest: unreadable
+/// decision lines, or none at all, are refused (exit 2).
+#[test]
+fn learn_refuses_logs_it_cannot_read_whole() {
+    let dir = harness::scratch_dir("learn").unwrap();
+    let log = dir.join("bad.log");
+    std::fs::write(&log, "meshguard.decision {\"outcome\": \"allow\", \"requ\n").unwrap();
+    let empty = dir.join("empty.log");
+    std::fs::write(&empty, "[info] nothing here\n").unwrap();
+    for (path, message) in [(&log, "cannot be read"), (&empty, "no decision lines")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+            .args(["learn", "--policy", "envoy-config/policies/demo.yaml", path.to_str().unwrap()])
+            .current_dir(harness::workspace_root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(message), "{}", text(&out.stderr));
+        assert!(out.stdout.is_empty());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
