@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::client::{self, Request, TlsIdentity};
 use crate::mesh::{ensure_wasm, Mesh, MeshOptions};
-use crate::policy_file::{load_policy, load_value};
+use crate::policy_file::load_policy_and_value;
 use crate::Result;
 
 /// The policy `up` and `demo` run with when none is given.
@@ -29,10 +29,8 @@ pub fn default_policy_path() -> PathBuf {
 /// starts the mesh with it.
 pub(crate) fn start(policy: Option<&Path>) -> Result<Mesh> {
     let path = policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path);
-    if let Err(e) = load_policy(&path) {
-        anyhow::bail!("{} is not a valid policy:\n{e}", path.display());
-    }
-    let policy_json = load_value(&path)?.to_string();
+    let (_, value) = load_policy_and_value(&path)?;
+    let policy_json = value.to_string();
     let wasm = ensure_wasm().context("building meshguard.wasm")?;
     Mesh::start(MeshOptions { wasm: Some(wasm), ..MeshOptions::with_policy(policy_json) })
 }
@@ -83,25 +81,25 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
     let mesh = start(policy)?;
     let info = describe(&mesh);
     if json_out {
-        println!("{info}");
+        crate::outln!("{info}");
     } else {
         let w = |name: &str| mesh.pki().workload(name).map(|w| (w.cert.clone(), w.key.clone()));
         let (cert, key) = w("web")?;
-        println!("meshguard local mesh is up (Ctrl-C stops it)");
-        println!("  listener  {}  (plaintext and mTLS, Istio PERMISSIVE shape)", mesh.listener_addr());
-        println!("  admin     http://{}/stats/prometheus", mesh.admin_addr());
-        println!("  upstream  {}  (echo: answers with what it received)", mesh.upstream_addr());
-        println!("  CA        {}", mesh.pki().ca_cert.display());
-        println!("  workloads {}", mesh.pki().workloads.keys().cloned().collect::<Vec<_>>().join(", "));
-        println!(
+        crate::outln!("meshguard local mesh is up (Ctrl-C stops it)");
+        crate::outln!("  listener  {}  (plaintext and mTLS, Istio PERMISSIVE shape)", mesh.listener_addr());
+        crate::outln!("  admin     http://{}/stats/prometheus", mesh.admin_addr());
+        crate::outln!("  upstream  {}  (echo: answers with what it received)", mesh.upstream_addr());
+        crate::outln!("  CA        {}", mesh.pki().ca_cert.display());
+        crate::outln!("  workloads {}", mesh.pki().workloads.keys().cloned().collect::<Vec<_>>().join(", "));
+        crate::outln!(
             "  try:      curl -sk --cacert {} --cert {} --key {} https://localhost:{}/api/items",
             mesh.pki().ca_cert.display(),
             cert.display(),
             key.display(),
             mesh.listener_addr().port()
         );
-        println!("            curl -s http://{}/api/items   (plaintext: denied)", mesh.listener_addr());
-        println!("decision log:");
+        crate::outln!("            curl -s http://{}/api/items   (plaintext: denied)", mesh.listener_addr());
+        crate::outln!("decision log:");
     }
     follow_until_stopped(mesh, json_out)
 }
@@ -115,13 +113,13 @@ pub(crate) fn follow_until_stopped(mesh: Mesh, json_out: bool) -> Result<ExitCod
         let log = mesh.envoy().log_contents();
         if !json_out {
             for line in decision_lines(log.get(seen..).unwrap_or_default()) {
-                println!("  {line}");
+                crate::outln!("  {line}");
             }
         }
         seen = log.len();
     }
     if !json_out {
-        println!("stopping");
+        crate::outln!("stopping");
     }
     drop(mesh);
     Ok(ExitCode::SUCCESS)
@@ -232,17 +230,17 @@ const SAMPLES: &[Sample] = &[
 pub fn demo(policy: Option<&Path>) -> Result<ExitCode> {
     let custom = policy.is_some();
     let mesh = start(policy)?;
-    println!(
+    crate::outln!(
         "meshguard demo: a real Envoy {} sidecar (inbound, Istio PERMISSIVE shape) with meshguard.wasm",
         crate::envoy::PINNED_VERSION
     );
-    println!(
+    crate::outln!(
         "listener {}  admin {}  policy {}\n",
         mesh.listener_addr(),
         mesh.admin_addr(),
         policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path).display()
     );
-    println!("{:<14} {:<6} {:<18} {:>6}  {:<40} why", "caller", "method", "path", "status", "reason code");
+    crate::outln!("{:<14} {:<6} {:<18} {:>6}  {:<40} why", "caller", "method", "path", "status", "reason code");
     let mut surprises = 0;
     for (i, s) in SAMPLES.iter().enumerate() {
         let tls = match s.caller {
@@ -256,7 +254,7 @@ pub fn demo(policy: Option<&Path>) -> Result<ExitCode> {
         if !expected {
             surprises += 1;
         }
-        println!(
+        crate::outln!(
             "{:<14} {:<6} {:<18} {:>6}  {:<40} {}{}",
             s.caller,
             s.method,
@@ -269,19 +267,19 @@ pub fn demo(policy: Option<&Path>) -> Result<ExitCode> {
     }
     // The log file is flushed every 100 ms.
     std::thread::sleep(Duration::from_millis(300));
-    println!("\ndecision log (one JSON line per deny; the demo policy samples every allow too):");
+    crate::outln!("\ndecision log (one JSON line per deny; the demo policy samples every allow too):");
     for line in decision_lines(&mesh.envoy().log_contents()) {
-        println!("  {line}");
+        crate::outln!("  {line}");
     }
-    println!("\nmeshguard counters from Envoy's /stats/prometheus:");
+    crate::outln!("\nmeshguard counters from Envoy's /stats/prometheus:");
     for line in mesh.envoy().stats_prometheus()?.lines() {
         if line.starts_with("meshguard_") && !line.starts_with("meshguard_config") {
-            println!("  {line}");
+            crate::outln!("  {line}");
         }
     }
     drop(mesh);
     if surprises > 0 && !custom {
-        println!("\n{surprises} request(s) did not get the answer the demo policy gives: something is wrong");
+        crate::outln!("\n{surprises} request(s) did not get the answer the demo policy gives: something is wrong");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions};
-use crate::policy_file::{load_policy, load_value};
+use crate::policy_file::load_policy_and_value;
 use crate::Result;
 
 /// The policy `up --outbound` runs with when none is given.
@@ -24,10 +24,8 @@ pub fn default_policy_path() -> PathBuf {
 /// Validates the policy file and starts the outbound sidecar with it.
 pub fn start(policy: Option<&Path>) -> Result<Mesh> {
     let path = policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path);
-    if let Err(e) = load_policy(&path) {
-        anyhow::bail!("{} is not a valid policy:\n{e}", path.display());
-    }
-    let policy_json = load_value(&path)?.to_string();
+    let (_, value) = load_policy_and_value(&path)?;
+    let policy_json = value.to_string();
     let wasm = ensure_wasm().context("building meshguard.wasm")?;
     Mesh::start(MeshOptions {
         wasm: Some(wasm),
@@ -56,47 +54,49 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
     crate::demo::install_stop_handlers();
     let mesh = start(policy)?;
     if json_out {
-        println!("{}", describe(&mesh));
+        crate::outln!("{}", describe(&mesh));
     } else {
         let http = mesh.listener_addr();
-        println!("meshguard local mesh is up as an OUTBOUND sidecar (Ctrl-C stops it)");
-        println!("  workload    spiffe://cluster.local/ns/web/sa/web (Istio node metadata NAMESPACE=web, SERVICE_ACCOUNT=web)");
-        println!("  policy      {}", policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path).display());
-        println!("  HTTP egress {http}  (listener 0.0.0.0_80: routes by Host, ALLOW_ANY to PassthroughCluster)");
+        crate::outln!("meshguard local mesh is up as an OUTBOUND sidecar (Ctrl-C stops it)");
+        crate::outln!("  workload    spiffe://cluster.local/ns/web/sa/web (Istio node metadata NAMESPACE=web, SERVICE_ACCOUNT=web)");
+        crate::outln!("  policy      {}", policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path).display());
+        crate::outln!("  HTTP egress {http}  (listener 0.0.0.0_80: routes by Host, ALLOW_ANY to PassthroughCluster)");
         if let (Some(tls), Some(internet)) = (mesh.tls_listener_addr(), mesh.tls_echo()) {
-            println!("  TLS egress  {tls}  (listener 0.0.0.0_443: TLS passthrough, meshguard as a network filter on the SNI)");
-            println!(
+            crate::outln!("  TLS egress  {tls}  (listener 0.0.0.0_443: TLS passthrough, meshguard as a network filter on the SNI)");
+            crate::outln!(
                 "  internet    {} (HTTP echo), {} (TLS echo, CA {})",
                 mesh.upstream_addr(),
                 internet.addr(),
                 internet.ca_cert().display()
             );
         }
-        println!("  admin       http://{}/stats/prometheus", mesh.admin_addr());
-        println!("  try:");
-        println!(
+        crate::outln!("  admin       http://{}/stats/prometheus", mesh.admin_addr());
+        crate::outln!("  try:");
+        crate::outln!(
             "    curl -s -H 'Host: api.example.com' http://{http}/v1/items                 # allowed (rule web-api)"
         );
-        println!(
+        crate::outln!(
             "    curl -s -H 'Host: img.cdn.example.com' http://{http}/assets/logo.png      # allowed (cdn-assets)"
         );
-        println!(
+        crate::outln!(
             "    curl -s -H 'Host: img.cdn.example.com' http://{http}/admin                # egress_path_not_allowed"
         );
-        println!(
+        crate::outln!(
             "    curl -s -H 'Host: evil.example.org' http://{http}/                        # egress_host_not_allowed"
         );
-        println!(
+        crate::outln!(
             "    curl -s -H 'Host: 169.254.169.254' http://{http}/latest/meta-data/        # egress_metadata_address"
         );
-        println!("    curl -s -H 'Host: 0x7f.1' http://{http}/                                  # egress_localhost");
-        println!("    curl -s -H 'Host: upload.example.com' -X POST http://{http}/incoming/x    # would_deny (uploads-trial, dry-run)");
+        crate::outln!(
+            "    curl -s -H 'Host: 0x7f.1' http://{http}/                                  # egress_localhost"
+        );
+        crate::outln!("    curl -s -H 'Host: upload.example.com' -X POST http://{http}/incoming/x    # would_deny (uploads-trial, dry-run)");
         if let (Some(tls), Some(internet)) = (mesh.tls_listener_addr(), mesh.tls_echo()) {
             let ca = internet.ca_cert().display();
-            println!("    openssl s_client -quiet -connect {tls} -servername api.example.com -CAfile {ca}   # echoes what you type");
-            println!("    openssl s_client -quiet -connect {tls} -servername evil.example.org -CAfile {ca}  # closed: egress_sni_not_allowed");
+            crate::outln!("    openssl s_client -quiet -connect {tls} -servername api.example.com -CAfile {ca}   # echoes what you type");
+            crate::outln!("    openssl s_client -quiet -connect {tls} -servername evil.example.org -CAfile {ca}  # closed: egress_sni_not_allowed");
         }
-        println!("decision log:");
+        crate::outln!("decision log:");
     }
     crate::demo::follow_until_stopped(mesh, json_out)
 }

@@ -11,21 +11,41 @@
 //!
 //! Everything here is for people and tests; nothing here knows how a check works.
 
+/// `println!` that returns the write error (`?`) instead of panicking: a closed pipe
+/// (`meshguard demo | head -2`) ends the command through its normal cleanup path.
+#[macro_export]
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout())?
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 pub mod bench;
+pub mod cli_io;
 pub mod client;
 pub mod compose;
 pub mod demo;
+pub mod diff;
 pub mod echo;
 pub mod egress_demo;
 pub mod envoy;
 pub mod image_ref;
+pub mod learn;
 pub mod mesh;
 pub mod observe;
+pub mod offline;
 pub mod package;
 pub mod pki;
 pub mod policy_file;
+pub mod policy_test;
 pub mod prometheus;
 pub mod render;
+pub mod replay;
 pub mod server;
 pub mod sign_commands;
 pub mod signing;

@@ -1,28 +1,43 @@
 //! `meshguard`: the command line for people who write and tune meshguard policies.
 //!
-//! - `check POLICY...`       validate policies (exit 1 with `PATH: message` lines on stderr)
+//! - `check POLICY...`       validate policies (`FILE: PATH: message` lines on stderr)
 //! - `eval`                  decide one request offline, exactly as the filter would
 //! - `replay`                re-decide logged requests under a (new) policy
-//! - `render`                print the Istio WasmPlugin or the Envoy ECDS resource for a policy
+//! - `test`                  run a policy's unit tests (cases kept beside the policy)
+//! - `learn`                 propose least-privilege rules from dry-run decision logs
+//! - `diff`                  what changed between two policies, and which logged decisions
+//! - `render`                print the Istio WasmPlugin, the Envoy ECDS resource or the compose dir
 //! - `keygen`, `sign`, `verify`  signed policies (DSSE envelopes, Ed25519)
 //! - `package`               meshguard.wasm as an OCI image layout, trust roots embedded
 //! - `up`                    run the local mesh (real Envoy, test PKI, echo upstream); with
 //!   `--outbound`, the sidecar's outbound side (the egress allowlist); with `--observe`, a real
 //!   Prometheus beside it
 //! - `demo`                  run the local mesh, send sample requests, show the decisions
+//! - `completions SHELL`     print a shell completion script
+//!
+//! Exit codes, the same for every command: see [`harness::cli_io::exit`].
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use harness::policy_file::{load_policy, PolicyFileError};
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use harness::cli_io::{bad_input, code, display_name, exit, read_text, Output};
+use harness::policy_file::{load_policy, load_policy_and_value};
+use harness::replay::{read_logs, row_json};
 use policy::view::connection::OwnedConnection;
 use policy::view::request::OwnedRequest;
-use serde_json::json;
+use policy::Policy;
+use serde_json::{json, Value};
+
+const EXIT_CODES: &str = "Exit codes (every command): 0 yes (valid, allowed, passed, unchanged); \
+1 no (eval denies, a test case fails, a change with --fail-on-change); 2 bad input (an invalid \
+policy, an unreadable or malformed file, bad arguments); 3 the environment failed (Envoy, ports, I/O). \
+`-` reads standard input wherever a file is expected.";
 
 #[derive(Parser)]
-#[command(name = "meshguard", version, about = "meshguard policy tooling and local mesh")]
+#[command(name = "meshguard", version, about = "meshguard policy tooling and local mesh", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,36 +45,98 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate policy files: exit 0 when all are valid, 1 with one `PATH: message` line per error.
+    /// Validate policy files: exit 0 when all are valid, 2 with one `FILE: PATH: message` line
+    /// per error.
     Check {
         #[arg(required = true)]
         policies: Vec<PathBuf>,
+        /// table: `FILE: ok (revision R)` lines, errors on stderr; json: one document with
+        /// every file's revision or errors.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
-    /// Decide one request offline. Exit 0 allow (dry-run findings included), 1 deny, 2 error.
+    /// Decide one request offline, exactly as the filter would. Exit 0 allow (dry-run findings
+    /// included), 1 deny, 2 bad input.
     Eval {
         #[arg(long)]
         policy: PathBuf,
-        /// REQUEST.json: {"method","path","authority","scheme","headers":[[n,v]...],"peer":{"mtls","uriSan"},"direction","cluster","workload"}
+        /// REQUEST.json: {"method","path","authority","scheme","headers":[[n,v]...],"peer":{"mtls","uriSan"},"direction","cluster","workload"}.
+        /// `direction` is required when the policy reads it (egress, identity.appliesTo: inbound).
         #[arg(long, required_unless_present = "connection", conflicts_with = "connection")]
         request: Option<PathBuf>,
         /// CONNECTION.json (the network filter): {"sni","destinationPort","peer","direction","workload"}
         #[arg(long)]
         connection: Option<PathBuf>,
+        /// json (default): the decision as one JSON object; table: one line per finding.
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
     },
     /// Re-decide the requests of decision-log lines (Envoy's log or JSON lines) under POLICY
-    /// and show which decisions would change.
+    /// and show which decisions would change. Lines whose logged request cannot decide as the
+    /// real one did (redacted, query dropped) are reported apart, never as changes.
     Replay {
         #[arg(long)]
         policy: PathBuf,
         /// Log files; `-` or none reads standard input.
         logs: Vec<PathBuf>,
+        /// Exit 1 when a decision changes.
+        #[arg(long)]
+        fail_on_change: bool,
+        /// Count lines that cannot be read but exit 0 anyway (default: exit 2).
+        #[arg(long)]
+        skip_malformed: bool,
+        /// table: the changed and not-replayable lines, then a summary; json: one object per line.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Run policy unit tests: files of cases (request or connection, expected outcome, reason
+    /// codes, rules) against one or more policies, with rule coverage. Exit 1 when a case fails.
+    Test {
+        /// Test files (`*.tests.yaml`) or directories to search for them; each test file names
+        /// its policy (`policy: demo.yaml`, relative to the test file) unless --policy is given.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Run every case against this policy instead (repeatable).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Propose least-privilege identity rules (principals per route prefix and method) and
+    /// egress rules (hosts and ports per source identity) from decision logs gathered in
+    /// dry-run with every allow sampled (decisionLog.allowSampleRate: 1), as a policy file.
+    Learn {
+        /// The policy the logs were gathered under: the proposal keeps its other settings.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Log files; `-` or none reads standard input.
+        logs: Vec<PathBuf>,
+        /// Path segments kept in a learned route prefix (`/api/items/3` → `/api` with 1).
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+        /// Write the proposal here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// What changed between two policies, rule by rule; with logs, which logged decisions
+    /// change, grouped by rule and reason code.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        logs: Vec<PathBuf>,
+        /// Exit 1 when a logged decision changes.
+        #[arg(long)]
+        fail_on_change: bool,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Print deployment manifests for a policy.
     Render {
         #[arg(value_enum)]
         what: RenderTarget,
+        /// Required for wasmplugin and ecds; compose defaults to envoy-config/policies/demo.yaml.
         #[arg(long)]
-        policy: PathBuf,
+        policy: Option<PathBuf>,
         /// WasmPlugin: the module URL (oci://, https:// or file://). ECDS: the local .wasm path.
         #[arg(long)]
         url: Option<String>,
@@ -70,7 +147,7 @@ enum Command {
         /// WasmPlugin: workload selector labels, `key=value` (repeatable). None: every workload.
         #[arg(long = "selector")]
         selectors: Vec<String>,
-        /// WasmPlugin: http (every check) or network (the egress check on the TLS SNI).
+        /// WasmPlugin and ECDS: http (every check) or network (the egress check on the TLS SNI).
         #[arg(long = "type", value_enum, default_value_t = PluginTypeArg::Http)]
         plugin_type: PluginTypeArg,
         /// WasmPlugin: the listeners Istio installs it on (match[].mode). auto: CLIENT for a
@@ -172,6 +249,11 @@ enum Command {
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
     },
+    /// Print a shell completion script: `meshguard completions bash > /etc/bash_completion.d/meshguard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,7 +274,7 @@ enum ModeArg {
 enum RenderTarget {
     /// An Istio `WasmPlugin` (extensions.istio.io/v1alpha1).
     Wasmplugin,
-    /// The Envoy ECDS resource file the local mesh uses.
+    /// The Envoy ECDS resource file the local mesh uses (`--type network`: the network filter's).
     Ecds,
     /// The directory envoy-config/compose/docker-compose.yaml mounts (needs --out): Envoy
     /// config, ECDS file, meshguard.wasm and a test PKI, with the container's paths.
@@ -201,12 +283,38 @@ enum RenderTarget {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Check { policies } => return check(&policies),
-        Command::Eval { policy, request: Some(request), .. } => return eval(&policy, &request),
-        Command::Eval { policy, connection: Some(connection), .. } => return eval_connection(&policy, &connection),
-        Command::Eval { .. } => return ExitCode::from(2),
-        Command::Replay { policy, logs } => replay(&policy, &logs),
+    match run(cli.command) {
+        Ok(code) => code,
+        // `meshguard demo | head -2`: the reader is gone; stop quietly (cleanup has run).
+        Err(e) if harness::cli_io::is_broken_pipe(&e) => code(exit::OK),
+        Err(e) => {
+            let c = harness::cli_io::error_code(&e);
+            if c == exit::BAD_INPUT {
+                eprintln!("{e}");
+            } else {
+                eprintln!("meshguard: {e:#}");
+            }
+            code(c)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Check { policies, output } => check(&policies, output),
+        Command::Eval { policy, request: Some(request), output, .. } => eval(&policy, &request, output),
+        Command::Eval { policy, connection: Some(connection), output, .. } => {
+            eval_connection(&policy, &connection, output)
+        }
+        Command::Eval { .. } => Err(bad_input("eval needs --request or --connection")),
+        Command::Replay { policy, logs, fail_on_change, skip_malformed, output } => {
+            replay(&policy, &logs, fail_on_change, skip_malformed, output)
+        }
+        Command::Test { paths, policies, output } => harness::policy_test::run(&paths, &policies, output),
+        Command::Learn { policy, logs, depth, out } => harness::learn::run(&policy, &logs, depth, out.as_deref()),
+        Command::Diff { old, new, logs, fail_on_change, output } => {
+            harness::diff::run(&old, &new, &logs, fail_on_change, output)
+        }
         Command::Render {
             what,
             policy,
@@ -225,10 +333,7 @@ fn main() -> ExitCode {
             use harness::render::{PluginType, TrafficMode, WasmPluginOptions};
             let module = match image.map(|i| harness::sign_commands::module_ref(&i, package.as_deref(), &tag)) {
                 Some(Ok(m)) => Some(m),
-                Some(Err(e)) => {
-                    eprintln!("meshguard: {e:#}");
-                    return ExitCode::from(2);
-                }
+                Some(Err(e)) => return Err(bad_input(format!("{e:#}"))),
                 None => None,
             };
             let url = module.as_ref().map(|m| m.url.clone()).or(url);
@@ -247,7 +352,7 @@ fn main() -> ExitCode {
                     ModeArg::ClientAndServer => Some(TrafficMode::ClientAndServer),
                 },
             };
-            render(what, &policy, url, &name, &namespace, &selectors, &options, out.as_deref())
+            render(what, policy.as_deref(), url, &name, &namespace, &selectors, &options, out.as_deref())
         }
         Command::Keygen { out } => harness::sign_commands::keygen(&out),
         Command::Sign { policy, key, key_env, serial, out } => harness::sign_commands::key_source(key, key_env)
@@ -261,48 +366,69 @@ fn main() -> ExitCode {
         Command::Up { policy, json, outbound: true, .. } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
         Command::Bench { requests, warmup, policies } => bench(requests, warmup, &policies),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("meshguard: {e:#}");
-            ExitCode::from(2)
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "meshguard", &mut out);
+            std::io::stdout().write_all(&out)?;
+            Ok(code(exit::OK))
         }
     }
 }
 
-fn print_policy_error(path: &Path, e: &PolicyFileError) {
-    match e {
-        PolicyFileError::Unreadable(msg) => eprintln!("{}: {msg}", path.display()),
-        PolicyFileError::Invalid(errs) => {
-            for err in errs.iter() {
-                eprintln!("{err}");
-            }
-        }
-    }
-}
-
-fn check(policies: &[PathBuf]) -> ExitCode {
+fn check(policies: &[PathBuf], output: Output) -> Result<ExitCode> {
     let mut ok = true;
+    let mut out = std::io::stdout().lock();
+    let mut files = Vec::new();
     for path in policies {
         match load_policy(path) {
-            Ok(p) => println!("{}: ok (revision {})", path.display(), p.revision()),
+            Ok(p) => {
+                if output == Output::Table {
+                    writeln!(out, "{}: ok (revision {})", display_name(path), p.revision())?;
+                }
+                files.push(json!({"file": display_name(path), "valid": true, "revision": p.revision()}));
+            }
             Err(e) => {
                 ok = false;
-                print_policy_error(path, &e);
+                eprintln!("{e}");
+                let errors: Vec<Value> =
+                    e.errors.iter().map(|c| json!({"path": c.path, "message": c.message})).collect();
+                files.push(json!({"file": e.file, "valid": false, "errors": errors}));
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    if output == Output::Json {
+        writeln!(out, "{}", json!({"files": files, "valid": ok}))?;
     }
+    Ok(code(if ok { exit::OK } else { exit::BAD_INPUT }))
 }
 
-fn decision_json(d: &policy::Decision) -> serde_json::Value {
+/// Print a decision: JSON, or one line for the outcome and one per finding.
+fn print_decision(d: &policy::Decision, output: Output) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(out, "{}", decision_json(d))?,
+        Output::Table => {
+            writeln!(out, "{} (principal {})", d.outcome().as_str(), d.principal.as_deref().unwrap_or("-"))?;
+            for f in &d.findings {
+                writeln!(
+                    out,
+                    "  {:<14} {:<44} {:<32} {:<7} {}",
+                    f.check.as_str(),
+                    f.code.as_str(),
+                    f.rule,
+                    f.remedy.as_str(),
+                    if f.enforced { "enforced" } else { "dry-run" }
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decision_json(d: &policy::Decision) -> Value {
     json!({
         "verdict": d.verdict().as_str(),
+        "outcome": d.outcome().as_str(),
         "enforced": d.enforced(),
         "findings": policy::log::findings_json(d),
         "headerMutations": policy::log::mutations_json(d),
@@ -310,183 +436,194 @@ fn decision_json(d: &policy::Decision) -> serde_json::Value {
     })
 }
 
-fn eval(policy_path: &Path, request_path: &Path) -> ExitCode {
-    let policy = match load_policy(policy_path) {
-        Ok(p) => p,
-        Err(e) => {
-            print_policy_error(policy_path, &e);
-            return ExitCode::from(2);
-        }
-    };
-    let request: OwnedRequest = match std::fs::read_to_string(request_path)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+/// Read a JSON object from `path` (`-`: stdin), refusing duplicate keys.
+fn read_json_object(path: &Path) -> Result<Value> {
+    let name = display_name(path);
+    let text = read_text(path)?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| bad_input(format!("{name}: not valid JSON: {e}")))?;
+    if let Err(errs) = policy::strict_json::check_json(text.as_bytes()) {
+        let lines: Vec<String> = errs.iter().map(|e| format!("{name}: {e}")).collect();
+        return Err(bad_input(lines.join("\n")));
+    }
+    Ok(value)
+}
+
+fn eval(policy_path: &Path, request_path: &Path, output: Output) -> Result<ExitCode> {
+    let policy = load_policy(policy_path)?;
+    let value = read_json_object(request_path)?;
+    let name = display_name(request_path);
+    let has_direction = value.get("direction").is_some();
+    let request: OwnedRequest =
+        serde_json::from_value(value).map_err(|e| bad_input(format!("{name}: not a request: {e}")))?;
+    if policy.needs().direction && !has_direction {
+        return Err(bad_input(format!("{name}: direction: {}", harness::offline::DIRECTION_REQUIRED)));
+    }
+    let decision = harness::offline::decide_request(&policy, &request);
+    print_decision(&decision, output)?;
+    Ok(code(if decision.enforced() { exit::NO } else { exit::OK }))
+}
+
+fn eval_connection(policy_path: &Path, connection_path: &Path, output: Output) -> Result<ExitCode> {
+    let policy = load_policy(policy_path)?;
+    let value = read_json_object(connection_path)?;
+    let name = display_name(connection_path);
+    let has_direction = value.get("direction").is_some();
+    let connection: OwnedConnection =
+        serde_json::from_value(value).map_err(|e| bad_input(format!("{name}: not a connection: {e}")))?;
+    if policy.needs().direction && !has_direction {
+        return Err(bad_input(format!("{name}: direction: {}", harness::offline::DIRECTION_REQUIRED)));
+    }
+    let decision = harness::offline::decide_connection(&policy, &connection);
+    print_decision(&decision, output)?;
+    Ok(code(if decision.enforced() { exit::NO } else { exit::OK }))
+}
+
+fn replay(
+    policy_path: &Path,
+    logs: &[PathBuf],
+    fail_on_change: bool,
+    skip_malformed: bool,
+    output: Output,
+) -> Result<ExitCode> {
+    if harness::cli_io::is_stdin(policy_path) && (logs.is_empty() || logs.iter().any(|l| harness::cli_io::is_stdin(l)))
     {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{}: {e}", request_path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let pairs = request.pairs();
-    let decision = policy.evaluate(&request.view(&pairs));
-    println!("{}", decision_json(&decision));
-    if decision.enforced() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+        return Err(bad_input("replay: the policy and the logs cannot both be standard input"));
     }
-}
-
-fn eval_connection(policy_path: &Path, connection_path: &Path) -> ExitCode {
-    let policy = match load_policy(policy_path) {
-        Ok(p) => p,
-        Err(e) => {
-            print_policy_error(policy_path, &e);
-            return ExitCode::from(2);
+    let policy: Policy = load_policy(policy_path)?;
+    let (mut changed, mut unreplayable) = (0u64, 0u64);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut header = output == Output::Table;
+    let stats = read_logs(logs, |entry| {
+        let decision = entry.decide(&policy);
+        let trustworthy = entry.trustworthy_under(&policy, &decision);
+        let is_change = trustworthy && entry.outcome() != decision.outcome().as_str();
+        if !trustworthy {
+            unreplayable += 1;
+        } else if is_change {
+            changed += 1;
         }
-    };
-    let connection: OwnedConnection = match std::fs::read_to_string(connection_path)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: {e}", connection_path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let decision = policy.evaluate_connection(&connection.view());
-    println!("{}", decision_json(&decision));
-    if decision.enforced() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// The decision-log JSON in a line of Envoy's log (after `meshguard.decision `) or a bare
-/// JSON line.
-fn decision_record(line: &str) -> Option<serde_json::Value> {
-    let json = match policy::log::decision_json(line) {
-        Some(json) => json,
-        None if line.trim_start().starts_with('{') => line.trim(),
-        None => return None,
-    };
-    serde_json::from_str(json.trim_end()).ok()
-}
-
-fn replay(policy_path: &Path, logs: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let policy = match load_policy(policy_path) {
-        Ok(p) => p,
-        Err(e) => {
-            print_policy_error(policy_path, &e);
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let mut readers: Vec<Box<dyn BufRead>> = Vec::new();
-    if logs.is_empty() || logs.iter().any(|p| p.as_os_str() == "-") {
-        readers.push(Box::new(std::io::stdin().lock()));
-    }
-    for path in logs.iter().filter(|p| p.as_os_str() != "-") {
-        readers.push(Box::new(std::io::BufReader::new(std::fs::File::open(path)?)));
-    }
-    let (mut total, mut changed) = (0u64, 0u64);
-    let mut out = std::io::stdout().lock();
-    for reader in readers {
-        for line in reader.lines() {
-            let Some(record) = decision_record(&line?) else { continue };
-            let decision = if let Ok(connection) =
-                serde_json::from_value::<OwnedConnection>(record["connection"].clone())
-            {
-                // A network filter's line.
-                policy.evaluate_connection(&connection.view())
-            } else {
-                let Ok(request) = serde_json::from_value::<OwnedRequest>(record["request"].clone()) else { continue };
-                let pairs = request.pairs();
-                policy.evaluate(&request.view(&pairs))
-            };
-            let before = record["outcome"].as_str().unwrap_or("?");
-            let after = decision.outcome().as_str();
-            total += 1;
-            if before != after {
-                changed += 1;
+        match output {
+            Output::Json => writeln!(out, "{}", row_json(&entry, &policy, &decision, trustworthy))?,
+            Output::Table if is_change || !trustworthy => {
+                if std::mem::take(&mut header) {
+                    writeln!(
+                        out,
+                        "{:<28} {:<24} {:<14} {:<10} {:<10} now",
+                        "line", "request id", "", "logged", "replayed"
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{:<28} {:<24} {:<14} {:<10} {:<10} {}",
+                    entry.at,
+                    entry.record["requestId"].as_str().unwrap_or("-"),
+                    if trustworthy { "changed" } else { "not replayable" },
+                    entry.outcome(),
+                    if trustworthy { decision.outcome().as_str() } else { "?" },
+                    decision.primary().map(|f| format!("{} ({})", f.code.as_str(), f.rule)).unwrap_or_default(),
+                )?
             }
-            writeln!(
-                out,
-                "{}",
-                json!({
-                    "requestId": record["requestId"],
-                    "before": {"outcome": before, "code": record["code"], "rule": record["rule"], "policyRevision": record["policyRevision"]},
-                    "after": {"outcome": after, "code": decision.primary().map(|f| f.code.as_str()), "rule": decision.primary().map(|f| f.rule.as_str()), "policyRevision": policy.revision()},
-                    "changed": before != after,
-                })
-            )?;
+            Output::Table => {}
         }
+        Ok(())
+    })?;
+    out.flush()?;
+    drop(out);
+    eprintln!(
+        "replayed {} decisions under revision {}: {changed} changed, {unreplayable} not replayable \
+         (the logged request lacks what the decision needs), {} malformed lines skipped, {} lines read",
+        stats.decisions,
+        policy.revision(),
+        stats.malformed_count,
+        stats.lines
+    );
+    for m in &stats.malformed {
+        eprintln!("malformed: {m}");
     }
-    eprintln!("replayed {total} decisions under revision {}: {changed} changed", policy.revision());
-    Ok(ExitCode::SUCCESS)
+    if stats.malformed_count > 0 && !skip_malformed {
+        return Ok(code(exit::BAD_INPUT));
+    }
+    if fail_on_change && changed > 0 {
+        return Ok(code(exit::NO));
+    }
+    Ok(code(exit::OK))
 }
 
 #[allow(clippy::too_many_arguments)] // one per command-line flag
 fn render(
     what: RenderTarget,
-    policy_path: &Path,
+    policy_path: Option<&Path>,
     url: Option<String>,
     name: &str,
     namespace: &str,
     selectors: &[String],
     options: &harness::render::WasmPluginOptions,
     out: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode> {
+    use harness::render::PluginType;
+    let policy_path = match (policy_path, what) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, RenderTarget::Compose) => harness::demo::default_policy_path(),
+        (None, _) => return Err(bad_input("render wasmplugin and render ecds need --policy FILE")),
+    };
     // Never render a policy the filter would refuse.
-    if let Err(e) = load_policy(policy_path) {
-        print_policy_error(policy_path, &e);
-        return Ok(ExitCode::from(1));
-    }
-    let policy_value = harness::policy_file::load_value(policy_path)?;
+    let (_, policy_value) = load_policy_and_value(&policy_path)?;
     // What goes into the plugin configuration: a signed envelope stays the envelope.
-    let value = harness::policy_file::load_raw_value(policy_path)?;
+    let value = harness::policy_file::load_raw_value(&policy_path)?;
+    let mut stdout = std::io::stdout();
     match what {
         RenderTarget::Wasmplugin => {
             let url = url.unwrap_or_else(|| "oci://ghcr.io/meshguard/meshguard:0.1.0".to_string());
             let options = harness::render::WasmPluginOptions { plugin_config: Some(value), ..options.clone() };
-            print!("{}", harness::render::wasm_plugin(&policy_value, &url, name, namespace, selectors, &options)?);
+            let text = harness::render::wasm_plugin(&policy_value, &url, name, namespace, selectors, &options)
+                .map_err(|e| bad_input(format!("{e:#}")))?;
+            stdout.write_all(text.as_bytes())?;
         }
         RenderTarget::Compose => {
-            let Some(out) = out else { anyhow::bail!("render compose needs --out DIR") };
+            let Some(out) = out else { return Err(bad_input("render compose needs --out DIR")) };
             let wasm = url.map(PathBuf::from).unwrap_or_else(harness::mesh::wasm_path);
             harness::compose::render_into(out, &value.to_string(), &wasm, harness::compose::CONTAINER_ROOT)?;
             eprintln!("wrote {}; now: docker compose -f envoy-config/compose/docker-compose.yaml up", out.display());
         }
         RenderTarget::Ecds => {
             let wasm = url.map(PathBuf::from).unwrap_or_else(harness::mesh::wasm_path);
-            print!("{}", harness::render::ecds(&value.to_string(), &wasm)?);
+            let text = match options.plugin_type {
+                PluginType::Http => harness::render::ecds(&value.to_string(), &wasm)?,
+                PluginType::Network => {
+                    if policy_value.get("egress").is_none_or(Value::is_null) {
+                        return Err(bad_input(
+                            "a network filter runs only the egress check (on the TLS SNI), and this policy has no egress section",
+                        ));
+                    }
+                    harness::mesh::render_ecds_network(&value.to_string(), &wasm, "1")?
+                }
+            };
+            stdout.write_all(text.as_bytes())?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    stdout.flush()?;
+    Ok(code(exit::OK))
 }
 
-fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> Result<ExitCode> {
     use harness::bench;
     let load = bench::Load { requests, warmup, ..bench::Load::default() };
     let mut scenarios = bench::standard_scenarios()?;
     for path in policies {
-        if let Err(e) = load_policy(path) {
-            print_policy_error(path, &e);
-            return Ok(ExitCode::from(2));
-        }
+        let (_, value) = load_policy_and_value(path)?;
         scenarios.push(bench::Scenario::inbound(
             &format!("meshguard ({})", path.file_name().unwrap_or_default().to_string_lossy()),
-            bench::Filter::Meshguard { policy_json: harness::policy_file::load_json(path)? },
+            bench::Filter::Meshguard { policy_json: value.to_string() },
         ));
     }
     let rows = bench::run(&scenarios, load)?;
-    println!(
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
         "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 keep-alive \
          (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline:",
         harness::envoy::PINNED_VERSION
-    );
-    print!("{}", bench::table(&scenarios, &rows));
-    Ok(ExitCode::SUCCESS)
+    )?;
+    write!(out, "{}", bench::table(&scenarios, &rows))?;
+    Ok(code(exit::OK))
 }

@@ -506,7 +506,10 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String> {
             };
             let name = from.get(2..end).unwrap_or_default();
             match vars.iter().find(|(n, _)| *n == name) {
-                Some((_, value)) => out.push_str(value),
+                // A comment names the placeholder; only the configuration gets the value
+                // (a policy in a header comment would be a second, unparsed copy).
+                Some((_, value)) if !comment => out.push_str(value),
+                Some(_) => out.push_str(from.get(..end + 2).unwrap_or_default()),
                 None => {
                     if !comment {
                         unknown.push(name.to_string());
@@ -642,7 +645,8 @@ mod tests {
     #[test]
     fn renders_and_reports_leftovers() {
         let out = render("a: {{X}}\n# {{DOC}} {{X}}\nb: {{X}}{{X}}", &[("X", "{{X}}1".into())]).expect("render");
-        assert_eq!(out, "a: {{X}}1\n# {{DOC}} {{X}}1\nb: {{X}}1{{X}}1");
+        // Comments keep the placeholder's name: a value (a policy) is never copied into one.
+        assert_eq!(out, "a: {{X}}1\n# {{DOC}} {{X}}\nb: {{X}}1{{X}}1");
         let err = render("a: {{X}} b: {{Y}}", &[("X", "1".into())]).expect_err("leftover");
         assert!(format!("{err}").contains("\"Y\""), "{err}");
     }

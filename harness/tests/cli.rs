@@ -65,7 +65,9 @@ fn every_example_policy_passes_check() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml")
+            || path.to_string_lossy().ends_with(harness::policy_test::SUFFIX)
+        {
             continue;
         }
         let out = meshguard(&["check", path.to_str().unwrap()], None);
@@ -77,7 +79,7 @@ fn every_example_policy_passes_check() {
 }
 
 #[test]
-fn check_names_every_bad_field_and_exits_1() {
+fn check_names_every_bad_field_and_exits_2() {
     let dir = harness::scratch_dir("cli").unwrap();
     let bad = write(
         &dir,
@@ -85,9 +87,12 @@ fn check_names_every_bad_field_and_exits_1() {
         "version: 1\ndenyResponse: {status: 200}\nidentity:\n  trustDomains: [Bad_TD!]\n  rules:\n    - id: a\n      action: allow\n      principals: [\"spiffe://x/../y\"]\n",
     );
     let out = meshguard(&["check", bad.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "an invalid policy is bad input, exit 2, in every command");
     let stderr = text(&out.stderr);
-    let paths: Vec<&str> = stderr.lines().map(|l| l.split(": ").next().unwrap()).collect();
+    let prefix = format!("{}: ", bad.display());
+    assert!(stderr.lines().all(|l| l.starts_with(&prefix)), "every line names the file: {stderr}");
+    let paths: Vec<&str> =
+        stderr.lines().map(|l| l.strip_prefix(&prefix).unwrap().split(": ").next().unwrap()).collect();
     assert_eq!(
         paths,
         ["denyResponse.status", "identity.trustDomains[0]", "identity.rules[0].principals[0]"],
@@ -96,8 +101,13 @@ fn check_names_every_bad_field_and_exits_1() {
 
     let unknown = write(&dir, "unknown.yaml", "version: 1\nidentity:\n  rules:\n    - id: a\n      acton: allow\n");
     let out = meshguard(&["check", unknown.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("identity.rules[0].acton: unknown field `acton`"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .starts_with(&format!("{}: identity.rules[0].acton: unknown field `acton`", unknown.display())),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -167,7 +177,7 @@ fn replay_re_decides_logged_requests_under_a_new_policy() {
         ));
         log.push_str("[2026-11-22 07:00:00.000][15][info][main] unrelated line\n");
     }
-    let out = meshguard(&["replay", "--policy", new.to_str().unwrap()], Some(&log));
+    let out = meshguard(&["replay", "--policy", new.to_str().unwrap(), "--output", "json"], Some(&log));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2);
@@ -183,8 +193,111 @@ fn render_refuses_an_invalid_policy() {
     let dir = harness::scratch_dir("cli").unwrap();
     let bad = write(&dir, "bad.yaml", "version: 2\n");
     let out = meshguard(&["render", "wasmplugin", "--policy", bad.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("version: "), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with(&format!("{}: version: ", bad.display())), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The example policies ship with their unit tests; every case passes and every rule is
+/// exercised. A case with a wrong expectation fails the run (exit 1) and says why.
+#[test]
+fn example_policies_pass_their_own_tests() {
+    let out = meshguard(&["test", "envoy-config/policies", "--output", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = report["files"].as_array().unwrap();
+    let policies = std::fs::read_dir(harness::workspace_root().join("envoy-config/policies"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            name.ends_with(".yaml") && !name.ends_with(harness::policy_test::SUFFIX)
+        })
+        .count();
+    assert_eq!(files.len(), policies, "every example policy has a test file: {report}");
+    assert!(report["passed"].as_u64().unwrap() >= 20, "{report}");
+    for f in files {
+        assert_eq!(f["uncoveredRules"], json!([]), "{f}");
+    }
+
+    let dir = harness::scratch_dir("cli").unwrap();
+    let wrong = write(
+        &dir,
+        "wrong.tests.yaml",
+        &format!(
+            "policy: {}\ncases:\n  - name: plaintext\n    request: {{method: GET, path: /api}}\n    expect: {{outcome: allow}}\n  - name: web\n    request: {{method: GET, path: /api, peer: {{mtls: true, uriSan: 'spiffe://cluster.local/ns/web/sa/web'}}}}\n    expect: {{outcome: allow}}\n",
+            harness::workspace_root().join("envoy-config/policies/demo.yaml").display()
+        ),
+    );
+    let out = meshguard(&["test", wrong.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAIL  plaintext: outcome deny (expected allow)"), "{stdout}");
+    assert!(stdout.contains("PASS  web") && stdout.contains("1 passed, 1 failed"), "{stdout}");
+    assert!(stdout.contains("no case exercises identity: batch-never-admin"), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `diff OLD NEW LOGS`: the rules that changed, and the logged decisions that change, grouped
+/// by rule and reason code; `--fail-on-change` exits 1.
+#[test]
+fn diff_shows_rule_changes_and_the_decisions_they_change() {
+    let dir = harness::scratch_dir("cli").unwrap();
+    let old = write(&dir, "old.yaml", POLICY);
+    let new = write(
+        &dir,
+        "new.yaml",
+        &POLICY.replace(
+            "principals: [\"spiffe://cluster.local/ns/web/sa/*\"]",
+            "principals: [\"spiffe://cluster.local/ns/ops/sa/*\"]",
+        ),
+    );
+    let logged = policy::Policy::from_value(json!({"version": 1, "decisionLog": {"allowSampleRate": 1}})).unwrap();
+    let mut log = String::new();
+    for (id, caller) in [("d1", "web"), ("d2", "web"), ("d3", "ops")] {
+        let mut owned: policy::view::request::OwnedRequest = serde_json::from_str(&request(
+            "GET",
+            "/api/items",
+            Some(&format!("spiffe://cluster.local/ns/{caller}/sa/{caller}")),
+        ))
+        .unwrap();
+        owned.headers.push(("x-request-id".into(), id.into()));
+        let pairs = owned.pairs();
+        let view = owned.view(&pairs);
+        log.push_str(&format!("{}\n", logged.decision_log_line(&logged.evaluate(&view), &view, 0)));
+    }
+    let log_path = write(&dir, "envoy.log", &log);
+    let args = [old.to_str().unwrap(), new.to_str().unwrap(), log_path.to_str().unwrap()];
+    let out = meshguard(&["diff", args[0], args[1], args[2], "--output", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["policyChanges"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d["policyChanges"][0]["path"], "identity.rules[web-reads].principals");
+    assert_eq!((&d["decisions"]["total"], &d["decisions"]["changed"]), (&json!(3), &json!(3)), "{d}");
+    assert_eq!(
+        d["decisions"]["groups"],
+        json!([
+            {"before": "allow", "after": "deny", "rule": "web-reads", "code": "peer_identity_principal_not_allowed", "count": 2},
+            {"before": "deny", "after": "allow", "rule": "web-reads", "code": "peer_identity_principal_not_allowed", "count": 1},
+        ])
+    );
+    let out = meshguard(&["diff", args[0], args[1], args[2], "--fail-on-change"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("~ identity.rules[web-reads].principals"), "{}", text(&out.stdout));
+    let out = meshguard(&["diff", args[0], args[0], args[2], "--fail-on-change"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("no rule or setting changed"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = meshguard(&["completions", shell], None);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        for command in ["check", "replay", "learn", "diff", "test"] {
+            assert!(script.contains(command), "{shell}: {command}");
+        }
+    }
 }

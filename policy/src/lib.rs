@@ -23,6 +23,7 @@ pub mod parse;
 mod policy;
 pub mod reason;
 pub mod samples;
+pub mod strict_json;
 #[cfg(test)]
 mod testing;
 pub mod vectors;

@@ -1,9 +1,13 @@
 //! The decision log: one JSON line per deny and would-deny (and sampled allows).
 //!
 //! Threat: the log itself leaking secrets. A decision line never holds Authorization, Cookie,
-//! tokens or query strings: those header values are redacted, anything that looks like a JWT is
-//! redacted wherever it appears, and the path is logged without its query. The `request` object
-//! has the shape `meshguard eval --request` reads, so logged traffic can be replayed offline.
+//! tokens or query strings: those header values are redacted (as many `[redacted]` elements as
+//! the value had comma-separated ones), anything that looks like a JWT is redacted wherever it
+//! appears, and the path is logged without its query; `queryShape` keeps only the query's
+//! length, its parameter count and whether it held bytes a query may not (see [`query_shape`]). The `request` object
+//! has the shape `meshguard eval --request` reads, so logged traffic can be replayed offline;
+//! a line whose logged request would not get the same findings (because of what was left out)
+//! carries `"replayable": false`.
 
 use serde_json::{json, Map, Value};
 
@@ -57,11 +61,31 @@ fn text(v: &[u8]) -> String {
 
 /// The request as logged (and as `meshguard eval` reads it back).
 pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
+    logged_request(settings, req).0
+}
+
+/// [`request_json`], and whether it is exactly what the checks read (nothing redacted, cut or
+/// left out, no query): then a replay decides on the very same request.
+fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool) {
+    let utf8 = |v: Option<&[u8]>| v.is_none_or(|v| std::str::from_utf8(v).is_ok());
+    let mut exact = req.path() == crate::parse::path::without_query(req.path())
+        && req.headers.iter().filter(|(n, _)| n.starts_with(b":")).count() == 4
+        && [":method", ":path", ":authority", ":scheme"].iter().all(|p| req.header(p).is_some_and(|v| utf8(Some(v))))
+        && utf8(req.peer.uri_san)
+        && utf8(req.cluster)
+        && utf8(req.workload.namespace)
+        && utf8(req.workload.service_account);
     let mut obj = Map::new();
     obj.insert("method".into(), text(req.method()).into());
     obj.insert("path".into(), text(crate::parse::path::without_query(req.path())).into());
+    if let Some(shape) = query_shape(req.path()) {
+        obj.insert("queryShape".into(), shape.into());
+    }
     obj.insert("authority".into(), text(req.authority()).into());
     obj.insert("scheme".into(), text(req.scheme()).into());
+    if !settings.include_headers && req.headers.iter().any(|(n, _)| !n.starts_with(b":")) {
+        exact = false;
+    }
     if settings.include_headers {
         let mut binary = Vec::new();
         let headers: Vec<Value> = req
@@ -72,8 +96,14 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
             .map(|(i, (n, v))| {
                 let name = text(n);
                 let redacted = settings.redact.contains(&name.to_ascii_lowercase()) || looks_like_jwt(v);
+                if redacted || name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
+                    exact = false;
+                }
                 let value = if redacted {
-                    REDACTED.to_string()
+                    // As many redacted elements as the value had comma-separated ones: a
+                    // comma-merged duplicate (two Authorization headers) stays one.
+                    let elements = v.iter().filter(|&&b| b == b',').count() + 1;
+                    vec![REDACTED; elements].join(",")
                 } else if name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
                     // URLs in headers may carry query strings (and tokens in them).
                     text(crate::parse::path::without_query(v))
@@ -102,7 +132,30 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     if req.workload != Workload::default() {
         obj.insert("workload".into(), workload_json(&req.workload));
     }
-    Value::Object(obj)
+    (Value::Object(obj), exact)
+}
+
+/// What the checks need of the query, none of its content: the part of the target that
+/// [`crate::parse::path::without_query`] cuts off, with every byte of the query replaced by `x`,
+/// except `?` and `&` (they make its parameters) and bytes a query may not hold (a space in
+/// their place). Same length, same parameter count, same validity; `None` without a query.
+/// A fragment before the query is kept as it is (it is not the query; no client sends one).
+fn query_shape(raw_path: &[u8]) -> Option<String> {
+    let cut = raw_path.get(crate::parse::path::without_query(raw_path).len()..).unwrap_or_default();
+    if cut.is_empty() {
+        return None;
+    }
+    let q = cut.iter().position(|&b| b == b'?').unwrap_or(cut.len());
+    let (fragment, query) = cut.split_at(q);
+    let mut out = String::with_capacity(cut.len());
+    out.extend(fragment.iter().map(|&b| if b.is_ascii() && b > 0x20 && b != 0x7f { char::from(b) } else { ' ' }));
+    out.extend(query.iter().enumerate().map(|(i, &b)| match b {
+        b'?' if i == 0 => '?',
+        b'&' => '&',
+        b if b <= 0x20 || b >= 0x7f || b == b'#' => ' ',
+        _ => 'x',
+    }));
+    Some(out)
 }
 
 fn workload_json(w: &Workload<'_>) -> Value {
@@ -182,11 +235,33 @@ pub(crate) fn record(
     req: &RequestView<'_>,
     unix_millis: u64,
 ) -> String {
+    let (request, exact) = logged_request(settings, req);
+    // Only a request logged with something left out can decide differently.
+    let replayable = exact || replays_the_same(policy, decision, &request);
     let mut line = summary(policy, decision, unix_millis);
     line.insert("requestId".into(), req.request_id().and_then(printable_id).into());
     line.insert("headerMutations".into(), mutations_json(decision));
-    line.insert("request".into(), request_json(settings, req));
+    line.insert("request".into(), request);
+    if !replayable {
+        line.insert("replayable".into(), false.into());
+    }
     Value::Object(line).to_string()
+}
+
+/// Whether the request as logged (query dropped, secrets redacted, headers maybe left out)
+/// gets the same findings from the same policy as the request the filter saw. When it does
+/// not (a query-length limit, two Authorization values, a JWT-shaped header a guard reads),
+/// the line says `"replayable": false`, so that `meshguard replay` never presents what the
+/// redaction changed as a change of policy. Costs one more evaluation per logged line that
+/// left something out (a query, a redacted value, headers); none for the others.
+fn replays_the_same(policy: &Policy, decision: &Decision, logged: &Value) -> bool {
+    let Ok(mut back) = serde_json::from_value::<crate::view::request::OwnedRequest>(logged.clone()) else {
+        return false;
+    };
+    back.apply_query_shape();
+    let pairs = back.pairs();
+    let again = policy.evaluate(&back.view(&pairs));
+    again.findings == decision.findings
 }
 
 /// Every decision-log line is this prefix and one JSON object, in Envoy's log. Stable: log
@@ -266,12 +341,76 @@ mod tests {
         let peer = crate::Peer { mtls: true, uri_san: Some(b"spiffe://td/x") };
         let view = RequestView::new(&pairs, peer, crate::Direction::Inbound).with_end_of_stream(false).with_tls(true);
         let logged = request_json(&settings, &view);
-        let back: OwnedRequest = serde_json::from_value(logged).unwrap();
+        let mut back: OwnedRequest = serde_json::from_value(logged).unwrap();
+        back.apply_query_shape();
         let replayed = back.pairs();
         assert_eq!(replayed.get(4..), pairs.get(4..));
         let v = back.view(&replayed);
         assert_eq!((v.end_of_stream, v.tls, v.peer.mtls), (false, true, true));
-        assert_eq!(v.path(), b"/a", "the query is never logged");
+        assert_eq!(v.path(), b"/a?xxxxxxxx", "the query is never logged, only its shape");
+    }
+
+    #[test]
+    fn lines_whose_redaction_changes_the_findings_say_so() {
+        let policy = Policy::from_value(
+            serde_json::json!({"version": 1, "decisionLog": {"allowSampleRate": 1}, "hygiene": {"preset": "gateway-strict"}}),
+        )
+        .unwrap();
+        let line = |pairs: &[(&[u8], &[u8])]| -> Value {
+            let view = RequestView::new(pairs, crate::Peer::default(), crate::Direction::Inbound).with_tls(true);
+            let decision = policy.evaluate(&view);
+            serde_json::from_str(&policy.decision_log_line(&decision, &view, 0)).unwrap()
+        };
+        let base: Vec<(&[u8], &[u8])> =
+            vec![(b":method", b"GET"), (b":path", b"/a"), (b":authority", b"h"), (b":scheme", b"https")];
+        let plain = line(&base);
+        assert_eq!(plain["outcome"], "allow", "{plain}");
+        assert!(plain.get("replayable").is_none(), "{plain}");
+
+        // 200 query parameters: denied; the log has the query's shape, not its content, and
+        // decides the same.
+        let query = format!("/a?{}", vec!["secret=1"; 200].join("&"));
+        let mut many = base.clone();
+        many[1] = (b":path", query.as_bytes());
+        let logged = line(&many);
+        assert_eq!(logged["outcome"], "deny");
+        assert!(logged.get("replayable").is_none(), "{logged}");
+        assert!(!logged.to_string().contains("secret"));
+
+        // Two Authorization values merged into one: the redacted value keeps its two elements.
+        let mut two = base.clone();
+        two.push((b"authorization", b"Bearer a, Bearer b"));
+        let logged = line(&two);
+        assert_eq!(logged["outcome"], "deny", "{logged}");
+        assert!(logged.get("replayable").is_none(), "{logged}");
+        assert!(!logged.to_string().contains("Bearer"));
+
+        // Without headers in the log, a header finding cannot be decided again.
+        let quiet = Policy::from_value(serde_json::json!({"version": 1, "hygiene": {"preset": "gateway-strict"},
+            "decisionLog": {"includeHeaders": false}}))
+        .unwrap();
+        let mut underscore = base.clone();
+        underscore.push((b"x_user", b"admin"));
+        let view = RequestView::new(&underscore, crate::Peer::default(), crate::Direction::Inbound).with_tls(true);
+        let decision = quiet.evaluate(&view);
+        let logged: Value = serde_json::from_str(&quiet.decision_log_line(&decision, &view, 0)).unwrap();
+        assert_eq!((&logged["outcome"], &logged["replayable"]), (&json!("deny"), &json!(false)), "{logged}");
+    }
+
+    #[test]
+    fn query_shapes_keep_the_facts_not_the_content() {
+        assert_eq!(query_shape(b"/a"), None);
+        assert_eq!(query_shape(b"/a?token=s3cr3t&b=1").as_deref(), Some("?xxxxxxxxxxxx&xxx"));
+        assert_eq!(query_shape(b"/a?x y\xff#f").as_deref(), Some("?x x  x"));
+        for target in [&b"/a?p=1&&q=2&"[..], b"/a?x y", b"/a?", b"/a#frag?x=1"] {
+            let shaped = format!("/a{}", query_shape(target).unwrap());
+            assert_eq!(shaped.len(), target.len());
+            assert_eq!(
+                crate::parse::target::analyze(shaped.as_bytes()),
+                crate::parse::target::analyze(target),
+                "{shaped}"
+            );
+        }
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl Policy {
     /// Parse, validate and compile a policy document from JSON bytes (the plugin
     /// configuration). Every error names the JSON path of the field at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigErrors> {
+        crate::strict_json::check_json(bytes)?; // duplicate keys, a top level that is not an object
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
             let mut errs = ConfigErrors::default();
             errs.push("", format!("not valid JSON: {e}"));

@@ -243,6 +243,10 @@ impl<'a> RequestView<'a> {
 pub struct OwnedRequest {
     pub method: String,
     pub path: String,
+    /// The decision log's stand-in for the query (see `log::query_shape`); see
+    /// [`OwnedRequest::apply_query_shape`].
+    #[serde(default)]
+    pub query_shape: Option<String>,
     #[serde(default)]
     pub authority: String,
     #[serde(default = "default_scheme")]
@@ -354,6 +358,15 @@ impl OwnedDirection {
 }
 
 impl OwnedRequest {
+    /// A logged request's `queryShape` appended to its `path` (and cleared): the target the
+    /// checks then see has the length, parameters and validity of the one the filter saw.
+    /// Call before [`OwnedRequest::pairs`] on a request read back from a decision log.
+    pub fn apply_query_shape(&mut self) {
+        if let Some(shape) = self.query_shape.take() {
+            self.path.push_str(&shape);
+        }
+    }
+
     /// Every header pair, pseudo-headers first, as the filter sees them in Envoy.
     pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
         let mut pairs: Vec<(&[u8], &[u8])> = vec![
