@@ -567,9 +567,8 @@ fn render(
         (None, _) => return Err(bad_input("render wasmplugin and render ecds need --policy FILE")),
     };
     // Never render a policy the filter would refuse.
-    let (_, policy_value) = load_policy_and_value(&policy_path)?;
-    // What goes into the plugin configuration: a signed envelope stays the envelope.
-    let value = harness::policy_file::load_raw_value(&policy_path)?;
+    // `value` is what goes into the plugin configuration: a signed envelope stays the envelope.
+    let (_, policy_value, value) = harness::policy_file::load_policy_with_raw(&policy_path)?;
     let mut stdout = std::io::stdout();
     match what {
         RenderTarget::Wasmplugin => {

@@ -84,16 +84,24 @@ pub fn load_policy(path: &Path) -> Result<policy::Policy, PolicyFileError> {
 
 /// [`load_policy`], and the document as JSON (read once, so `-` works).
 pub fn load_policy_and_value(path: &Path) -> Result<(policy::Policy, serde_json::Value), PolicyFileError> {
+    load_policy_with_raw(path).map(|(p, v, _)| (p, v))
+}
+
+/// [`load_policy_and_value`], and the file's document as it is (a signed envelope stays the
+/// envelope: what goes into the plugin configuration). Read once, so `-` works.
+pub fn load_policy_with_raw(
+    path: &Path,
+) -> Result<(policy::Policy, serde_json::Value, serde_json::Value), PolicyFileError> {
     let file = display_name(path);
     let text = read_text(path).map_err(|e| PolicyFileError {
         file: file.clone(),
         errors: vec![ConfigError::new("", strip_name(&e, &file))],
     })?;
-    let value = parse_document(&text).map_err(|errors| PolicyFileError { file: file.clone(), errors })?;
-    let value = open_envelope(value)
+    let raw = parse_document(&text).map_err(|errors| PolicyFileError { file: file.clone(), errors })?;
+    let value = open_envelope(raw.clone())
         .map_err(|e| PolicyFileError { file: file.clone(), errors: vec![ConfigError::new("", e)] })?;
     let policy = compile(value.clone()).map_err(|errors| PolicyFileError { file, errors })?;
-    Ok((policy, value))
+    Ok((policy, value, raw))
 }
 
 fn strip_name(e: &anyhow::Error, file: &str) -> String {
