@@ -25,6 +25,16 @@ pub fn keygen(out: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A key, policy or envelope that cannot be used is bad input (exit 2, see
+/// [`crate::cli_io::exit`]); only I/O failures stay environment failures.
+fn input(e: anyhow::Error) -> anyhow::Error {
+    if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some()) {
+        e
+    } else {
+        crate::cli_io::bad_input(format!("{e:#}"))
+    }
+}
+
 /// `--key FILE` or `--key-env VAR` (default `MESHGUARD_SIGNING_KEY` when neither is given).
 pub fn key_source(file: Option<PathBuf>, env: Option<String>) -> Result<KeySource> {
     match (file, env) {
@@ -36,8 +46,8 @@ pub fn key_source(file: Option<PathBuf>, env: Option<String>) -> Result<KeySourc
 }
 
 pub fn sign(policy: &Path, key: &KeySource, serial: Option<u64>, out: Option<&Path>) -> Result<ExitCode> {
-    let key = SigningKey::load(key)?;
-    let (envelope, serial) = crate::signing::sign_policy(policy, &key, serial)?;
+    let key = SigningKey::load(key).map_err(input)?;
+    let (envelope, serial) = crate::signing::sign_policy(policy, &key, serial).map_err(input)?;
     match out {
         Some(out) => {
             std::fs::write(out, format!("{envelope}\n"))?;
@@ -49,7 +59,7 @@ pub fn sign(policy: &Path, key: &KeySource, serial: Option<u64>, out: Option<&Pa
 }
 
 pub fn verify(keys: &[PathBuf], envelope: &Path) -> Result<ExitCode> {
-    let roots = crate::signing::load_public_keys(keys)?;
+    let roots = crate::signing::load_public_keys(keys).map_err(input)?;
     match crate::signing::verify_file(envelope, &roots) {
         Ok(v) => {
             println!("{}: ok (serial {}, keyid {}, revision {})", envelope.display(), v.serial, v.keyid, v.revision);
