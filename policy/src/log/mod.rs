@@ -16,29 +16,15 @@ use crate::policy::{LogSettings, Policy};
 use crate::view::connection::ConnectionView;
 use crate::view::request::{RequestView, Workload};
 
-/// Header values that are never logged, whatever the policy says.
-pub const ALWAYS_REDACTED: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "x-auth-token",
-    "x-amz-security-token",
-    "x-csrf-token",
-    "x-xsrf-token",
-];
+pub mod redact;
 
-pub const REDACTED: &str = "[redacted]";
+pub use redact::{printable_id, ALWAYS_REDACTED, REDACTED};
 
-/// A request id fit to echo back or log: 1 to 128 printable ASCII bytes without quotes or
-/// backslashes; anything else is dropped.
-pub fn printable_id(raw: &[u8]) -> Option<&str> {
-    if raw.is_empty() || raw.len() > 128 || !raw.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-        return None;
-    }
-    std::str::from_utf8(raw).ok()
-}
+/// The most bytes of one header value a line holds, and of all header values together:
+/// a request with a hundred long headers must not write a hundred-kilobyte line. A line
+/// that was cut says `"truncated": true`.
+const MAX_LOGGED_VALUE: usize = 256;
+const MAX_LOGGED_HEADERS: usize = 8 * 1024;
 
 /// A stable bucket in 0..1_000_000 for sampling, from the request id.
 pub fn sample_bucket(request_id: &[u8]) -> u32 {
@@ -50,11 +36,6 @@ pub fn sample_bucket(request_id: &[u8]) -> u32 {
     (hash % 1_000_000) as u32
 }
 
-/// Does this value look like a JWT (or JWS/JWE compact form)?
-fn looks_like_jwt(v: &[u8]) -> bool {
-    v.windows(3).any(|w| w == b"eyJ") && v.iter().filter(|&&b| b == b'.').count() >= 2
-}
-
 fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
@@ -64,9 +45,10 @@ pub fn request_json(settings: &LogSettings, req: &RequestView<'_>) -> Value {
     logged_request(settings, req).0
 }
 
-/// [`request_json`], and whether it is exactly what the checks read (nothing redacted, cut or
-/// left out, no query): then a replay decides on the very same request.
-fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool) {
+/// [`request_json`]; whether it is exactly what the checks read (nothing redacted, cut or
+/// left out, no query): then a replay decides on the very same request; and whether a size
+/// bound cut it.
+fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool, bool) {
     let utf8 = |v: Option<&[u8]>| v.is_none_or(|v| std::str::from_utf8(v).is_ok());
     let mut exact = req.path() == crate::parse::path::without_query(req.path())
         && req.headers.iter().filter(|(n, _)| n.starts_with(b":")).count() == 4
@@ -77,47 +59,56 @@ fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool
         && utf8(req.workload.service_account);
     let mut obj = Map::new();
     obj.insert("method".into(), text(req.method()).into());
-    obj.insert("path".into(), text(crate::parse::path::without_query(req.path())).into());
+    let path = crate::parse::path::without_query(req.path());
+    let logged_path = redact::path(path);
+    exact &= logged_path.as_bytes() == path;
+    obj.insert("path".into(), logged_path.into());
     if let Some(shape) = query_shape(req.path()) {
         obj.insert("queryShape".into(), shape.into());
     }
-    obj.insert("authority".into(), text(req.authority()).into());
+    let logged_authority = redact::authority(req.authority());
+    exact &= logged_authority.as_bytes() == req.authority();
+    obj.insert("authority".into(), logged_authority.into());
     obj.insert("scheme".into(), text(req.scheme()).into());
     if !settings.include_headers && req.headers.iter().any(|(n, _)| !n.starts_with(b":")) {
         exact = false;
     }
+    let mut truncated = false;
     if settings.include_headers {
         let mut binary = Vec::new();
-        let headers: Vec<Value> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| !n.starts_with(b":"))
-            .enumerate()
-            .map(|(i, (n, v))| {
-                let name = text(n);
-                let redacted = settings.redact.contains(&name.to_ascii_lowercase()) || looks_like_jwt(v);
-                if redacted || name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
-                    exact = false;
+        let mut budget = MAX_LOGGED_HEADERS;
+        let mut headers = Vec::new();
+        for (i, (n, v)) in req.headers.iter().filter(|(n, _)| !n.starts_with(b":")).enumerate() {
+            if budget == 0 {
+                truncated = true;
+                break;
+            }
+            let name = text(n);
+            let lower = name.to_ascii_lowercase();
+            let redacted = settings.redact.contains(&lower) || redact::secret_name(&lower) || redact::secret_value(v);
+            let value = if redacted {
+                // As many redacted elements as the value had comma-separated ones: a
+                // comma-merged duplicate (two Authorization headers) stays one.
+                let elements = v.iter().filter(|&&b| b == b',').count() + 1;
+                vec![REDACTED; elements].join(",")
+            } else if redact::URL_HEADERS.contains(&lower.as_str()) {
+                // URLs in headers may carry query strings, userinfo and tokens.
+                redact::url(v)
+            } else {
+                let cut = v.get(..MAX_LOGGED_VALUE.min(budget)).unwrap_or(v);
+                truncated |= cut.len() < v.len();
+                // Bytes that are not UTF-8 (obs-text) are kept exactly, in hex, so that a
+                // replay decides on what the filter saw.
+                if std::str::from_utf8(n).is_err() || std::str::from_utf8(cut).is_err() {
+                    binary.push(json!([i, crate::view::request::to_hex(n), crate::view::request::to_hex(cut)]));
                 }
-                let value = if redacted {
-                    // As many redacted elements as the value had comma-separated ones: a
-                    // comma-merged duplicate (two Authorization headers) stays one.
-                    let elements = v.iter().filter(|&&b| b == b',').count() + 1;
-                    vec![REDACTED; elements].join(",")
-                } else if name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin") {
-                    // URLs in headers may carry query strings (and tokens in them).
-                    text(crate::parse::path::without_query(v))
-                } else {
-                    // Bytes that are not UTF-8 (obs-text) are kept exactly, in hex, so that a
-                    // replay decides on what the filter saw.
-                    if std::str::from_utf8(n).is_err() || std::str::from_utf8(v).is_err() {
-                        binary.push(json!([i, crate::view::request::to_hex(n), crate::view::request::to_hex(v)]));
-                    }
-                    text(v)
-                };
-                json!([name, value])
-            })
-            .collect();
+                text(cut)
+            };
+            exact &= value.as_bytes() == *v;
+            budget = budget.saturating_sub(n.len() + value.len());
+            headers.push(json!([name, value]));
+        }
+        exact &= !truncated;
         obj.insert("headers".into(), Value::Array(headers));
         if !binary.is_empty() {
             obj.insert("binaryHeaders".into(), Value::Array(binary));
@@ -132,7 +123,7 @@ fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool
     if req.workload != Workload::default() {
         obj.insert("workload".into(), workload_json(&req.workload));
     }
-    (Value::Object(obj), exact)
+    (Value::Object(obj), exact, truncated)
 }
 
 /// What the checks need of the query, none of its content: the part of the target that
@@ -235,7 +226,7 @@ pub(crate) fn record(
     req: &RequestView<'_>,
     unix_millis: u64,
 ) -> String {
-    let (request, exact) = logged_request(settings, req);
+    let (request, exact, truncated) = logged_request(settings, req);
     // Only a request logged with something left out can decide differently.
     let replayable = exact || replays_the_same(policy, decision, &request);
     let mut line = summary(policy, decision, unix_millis);
@@ -244,6 +235,9 @@ pub(crate) fn record(
     line.insert("request".into(), request);
     if !replayable {
         line.insert("replayable".into(), false.into());
+    }
+    if truncated {
+        line.insert("truncated".into(), true.into());
     }
     Value::Object(line).to_string()
 }
@@ -298,6 +292,71 @@ pub fn rfc3339_millis(unix_millis: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leaks an outside audit found, each in a denied request's line and deny body.
+    #[test]
+    fn secrets_never_reach_a_line_or_a_deny_body() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlLWJ5dGVz";
+        let policy = crate::testing::policy(json!({"version": 1, "hygiene": {"preset": "sidecar"},
+            "identity": {"requirePeerIdentity": true}}));
+        let path = format!("/a%2Fb/{jwt}/x;jsessionid=SESSIONSECRET/y%3Ftoken=QUERYSECRET?q=QSECRET");
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"GET"),
+            (b":path", path.as_bytes()),
+            (b":authority", b"user:PASSWORD@api"),
+            (b":scheme", b"http"),
+            (b"x-request-id", jwt.as_bytes()),
+            (b"x-original-url", b"/admin?token=URLSECRET"),
+            (b"referer", b"https://u:REFPASS@example.com/cb?code=REFSECRET"),
+            (b"api-key", b"APIKEYSECRET"),
+            (b"x-goog-api-key", b"GOOGSECRET"),
+            (b"x-custom", b"Bearer BEARERSECRET"),
+        ];
+        let view = RequestView::new(&pairs, Default::default(), Default::default());
+        let decision = policy.evaluate(&view);
+        assert!(decision.enforced(), "{decision:?}");
+        let line = policy.decision_log_line(&decision, &view, 0);
+        let body =
+            String::from_utf8(policy.deny_response().body(decision.primary().map(|f| f.code), view.request_id()))
+                .unwrap();
+        for secret in [
+            jwt,
+            "SESSIONSECRET",
+            "QUERYSECRET",
+            "QSECRET",
+            "PASSWORD",
+            "URLSECRET",
+            "REFPASS",
+            "REFSECRET",
+            "APIKEYSECRET",
+            "GOOGSECRET",
+            "BEARERSECRET",
+        ] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+            assert!(!body.contains(secret), "{secret} in {body}");
+        }
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["requestId"], Value::Null);
+        assert_eq!(v["request"]["authority"], "[redacted]@api");
+    }
+
+    /// 96 headers of 600 non-UTF-8 bytes wrote 176 KB; a line is now bounded and says so.
+    #[test]
+    fn a_line_is_bounded_and_says_when_it_was_cut() {
+        let policy = crate::testing::policy(json!({"version": 1, "hygiene": {"preset": "sidecar"}}));
+        let value = vec![0xffu8; 600];
+        let names: Vec<String> = (0..96).map(|i| format!("x-h{i}")).collect();
+        let mut pairs: Vec<(&[u8], &[u8])> =
+            vec![(b":method", b"GET"), (b":path", b"/"), (b":authority", b"api"), (b":scheme", b"http")];
+        pairs.extend(names.iter().map(|n| (n.as_bytes(), value.as_slice())));
+        let view = RequestView::new(&pairs, Default::default(), Default::default());
+        let decision = policy.evaluate(&view);
+        assert!(!decision.findings.is_empty());
+        let line = policy.decision_log_line(&decision, &view, 0);
+        assert!(line.len() < 32 * 1024, "{} bytes", line.len());
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["truncated"], true);
+    }
 
     #[test]
     fn decision_lines_are_found_after_the_prefix() {
@@ -415,7 +474,7 @@ mod tests {
 
     #[test]
     fn jwt_shapes() {
-        assert!(looks_like_jwt(b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"));
-        assert!(!looks_like_jwt(b"application/json"));
+        assert!(redact::looks_like_jwt(b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"));
+        assert!(!redact::looks_like_jwt(b"application/json"));
     }
 }
