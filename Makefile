@@ -12,7 +12,7 @@ setup:
 	@scripts/setup.sh
 
 wasm: setup
-	$(CARGO) build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-noop-filter
+	$(CARGO) build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-noop-filter -p meshguard-trap-filter
 
 demo: wasm
 	$(CARGO) run --quiet -p meshguard-harness -- demo

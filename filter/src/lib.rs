@@ -15,7 +15,8 @@
 //! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
 //!
-//! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
+//! Envoy's log gets, at info level, `meshguard: vm started root_id=<id>` once per VM
+//! ([`vm`]), `meshguard: policy accepted revision=<rev> bytes=<n>
 //! compile_us=<µs>` per accepted configuration (and VM), one `meshguard: policy rejected: <path>: <message>` per error of a rejected
 //! one (error level), and one `meshguard.decision {...}` JSON line per logged decision (info).
 //!
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod network;
 pub mod plugin;
 pub mod properties;
+pub mod vm;
 
 // The module's entry point (`_initialize`): install the SDK's logger (which also logs any
 // panic at critical level before the trap) and the root context factory.

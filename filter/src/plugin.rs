@@ -100,6 +100,13 @@ impl Default for PolicyRoot {
 impl Context for PolicyRoot {}
 
 impl RootContext for PolicyRoot {
+    /// A new VM says so (log line; the counter follows its first accepted configuration; see
+    /// [`crate::vm`]). A trapped VM that Envoy reloads (FAIL_RELOAD) comes back through here.
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        crate::vm::started();
+        true
+    }
+
     /// Parse, validate and compile the policy. On any error, log every error with its JSON
     /// path and return false: Envoy then refuses this configuration and keeps the last good
     /// one.
@@ -161,6 +168,7 @@ impl RootContext for PolicyRoot {
                     }
                 }
                 metrics.config_accepted();
+                crate::vm::configured();
                 self.policy = Some(Rc::new(policy));
                 true
             }
