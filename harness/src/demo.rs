@@ -106,19 +106,28 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
     follow_until_stopped(mesh, json_out)
 }
 
-/// Print (unless `json_out`) every new decision-log line until SIGINT/SIGTERM (see
-/// [`install_stop_handlers`]), then stop the mesh: `meshguard up`, inbound and outbound.
+/// Print every new decision-log line until SIGINT/SIGTERM (see [`install_stop_handlers`]),
+/// then stop the mesh: `meshguard up`, inbound and outbound. With `json_out` each one is one
+/// JSON object on its own line (JSON lines, after the mesh's description line); otherwise
+/// indented under `decision log:`.
 pub(crate) fn follow_until_stopped(mesh: Mesh, json_out: bool) -> Result<ExitCode> {
     let mut seen = 0usize;
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         let log = mesh.envoy().log_contents();
-        if !json_out {
-            for line in decision_lines(log.get(seen..).unwrap_or_default()) {
+        // Only whole lines: Envoy may have flushed half of one.
+        let upto = log.get(seen..).and_then(|new| new.rfind('\n')).map_or(seen, |i| seen + i + 1);
+        for line in decision_lines(log.get(seen..upto).unwrap_or_default()) {
+            if json_out {
+                // Re-serialized, so that stdout carries nothing but JSON lines.
+                if let Ok(record) = serde_json::from_str::<serde_json::Value>(line.trim_end()) {
+                    println!("{record}");
+                }
+            } else {
                 println!("  {line}");
             }
         }
-        seen = log.len();
+        seen = upto;
     }
     if !json_out {
         println!("stopping");
