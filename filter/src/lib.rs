@@ -19,7 +19,8 @@
 //!   one `unsafe` is the volatile read of the slot. `shared_data` (raw ABI calls, like
 //!   `hostcalls`) keeps the highest accepted serial across VMs.
 //!
-//! Envoy's log gets, at info level, `meshguard: policy accepted revision=<rev> bytes=<n>
+//! Envoy's log gets, at info level, `meshguard: vm started root_id=<id>` once per VM
+//! ([`vm`]), `meshguard: policy accepted revision=<rev> bytes=<n>
 //! compile_us=<µs> signed=<true|false>[ serial=<n> keyid=<id> trust_keys=<n> verify_us=<µs>]` per accepted
 //! configuration (and VM; [`trust`]: signed policies), `meshguard: policy rejected:
 //! reason=<reason>: <why>` for a configuration the signature gate refuses, one `meshguard: policy rejected: <path>: <message>` per error of a rejected
@@ -39,6 +40,7 @@ pub mod plugin;
 pub mod properties;
 mod shared_data;
 pub mod trust;
+pub mod vm;
 
 // The module's entry point (`_initialize`): install the SDK's logger (which also logs any
 // panic at critical level before the trap) and the root context factory.

@@ -17,6 +17,7 @@
 //! | `wasmcustom.meshguard_config_accepted_total` | `meshguard_config_accepted_total` |
 //! | `wasmcustom.meshguard_config_rejected_total` | `meshguard_config_rejected_total` |
 //! | `wasmcustom.meshguard_errors_total` | `meshguard_errors_total` |
+//! | `wasmcustom.meshguard_vm_starts_total` | `meshguard_vm_starts_total` (one per VM that accepted a configuration; see [`crate::vm`]) |
 //! | `wasmcustom.meshguard_connections_total` (network filter) | `meshguard_connections_total` |
 //! | `wasmcustom.meshguard_connections_allowed_total` | `meshguard_connections_allowed_total` |
 //! | `wasmcustom.meshguard_connections_denied_total` | `meshguard_connections_denied_total` |
@@ -67,6 +68,7 @@ pub const WOULD_DENY: &str = "meshguard_would_deny_total";
 pub const CONFIG_ACCEPTED: &str = "meshguard_config_accepted_total";
 pub const CONFIG_REJECTED: &str = "meshguard_config_rejected_total";
 pub const ERRORS: &str = "meshguard_errors_total";
+pub const VM_STARTS: &str = "meshguard_vm_starts_total";
 pub const CONNECTIONS: &str = "meshguard_connections_total";
 pub const CONNECTIONS_ALLOWED: &str = "meshguard_connections_allowed_total";
 pub const CONNECTIONS_DENIED: &str = "meshguard_connections_denied_total";

@@ -99,6 +99,13 @@ impl Default for PolicyRoot {
 impl Context for PolicyRoot {}
 
 impl RootContext for PolicyRoot {
+    /// A new VM says so (log line; the counter follows its first accepted configuration; see
+    /// [`crate::vm`]). A trapped VM that Envoy reloads (FAIL_RELOAD) comes back through here.
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        crate::vm::started();
+        true
+    }
+
     /// Parse, validate and compile the policy. On any error, log every error with its JSON
     /// path and return false: Envoy then refuses this configuration and keeps the last good
     /// one.
@@ -198,6 +205,7 @@ impl RootContext for PolicyRoot {
                         &format!("meshguard: could not record the accepted serial (host status {status}): rollback protection is weaker until the next update"),
                     );
                 }
+                crate::vm::configured();
                 self.policy = Some(Rc::new(policy));
                 true
             }

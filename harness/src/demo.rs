@@ -104,22 +104,39 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
     follow_until_stopped(mesh, json_out)
 }
 
-/// Print (unless `json_out`) every new decision-log line until SIGINT/SIGTERM (see
-/// [`install_stop_handlers`]), then stop the mesh: `meshguard up`, inbound and outbound.
+/// Print every new decision-log line until SIGINT/SIGTERM (see [`install_stop_handlers`]),
+/// then stop the mesh: `meshguard up`, inbound and outbound. With `json_out` each one is one
+/// JSON object on its own line (JSON lines, after the mesh's description line); otherwise
+/// indented under `decision log:`.
+/// A reader that goes away (`meshguard up --json | head -1`, a test that read what it needed)
+/// stops it the same way, instead of a panic on the broken pipe.
 pub(crate) fn follow_until_stopped(mesh: Mesh, json_out: bool) -> Result<ExitCode> {
+    use std::io::Write;
     let mut seen = 0usize;
-    while !STOP.load(Ordering::SeqCst) {
+    let mut out = std::io::stdout();
+    'follow: while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         let log = mesh.envoy().log_contents();
-        if !json_out {
-            for line in decision_lines(log.get(seen..).unwrap_or_default()) {
-                crate::outln!("  {line}");
+        // Only whole lines: Envoy may have flushed half of one.
+        let upto = log.get(seen..).and_then(|new| new.rfind('\n')).map_or(seen, |i| seen + i + 1);
+        for line in decision_lines(log.get(seen..upto).unwrap_or_default()) {
+            let written = if json_out {
+                // Re-serialized, so that stdout carries nothing but JSON lines.
+                match serde_json::from_str::<serde_json::Value>(line.trim_end()) {
+                    Ok(record) => writeln!(out, "{record}"),
+                    Err(_) => Ok(()),
+                }
+            } else {
+                writeln!(out, "  {line}")
+            };
+            if written.and_then(|()| out.flush()).is_err() {
+                break 'follow;
             }
         }
-        seen = log.len();
+        seen = upto;
     }
     if !json_out {
-        crate::outln!("stopping");
+        let _ = writeln!(out, "stopping");
     }
     drop(mesh);
     Ok(ExitCode::SUCCESS)

@@ -657,6 +657,6 @@ mod tests {
         let out = render_ecds_version(policy, Path::new("/x y/m.wasm"), "7").expect("render");
         assert!(out.contains(&format!("value: {}", json_str(policy))), "{out}");
         assert!(out.contains("filename: \"/x y/m.wasm\""), "{out}");
-        assert!(out.contains("failure_policy: FAIL_CLOSED"));
+        assert!(out.contains("failure_policy: FAIL_RELOAD"));
     }
 }

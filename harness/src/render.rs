@@ -121,7 +121,7 @@ pub fn wasm_plugin(
     spec.insert("pluginName".into(), plugin_name.into());
     spec.insert("phase".into(), "AUTHN".into());
     spec.insert("priority".into(), 1000.into());
-    spec.insert("failStrategy".into(), "FAIL_CLOSE".into());
+    spec.insert("failStrategy".into(), "FAIL_RELOAD".into());
     spec.insert("type".into(), plugin_type.into());
     spec.insert("match".into(), json!([{ "mode": mode.as_str() }]));
     if options.trust_keys_from_host {

@@ -80,6 +80,8 @@ fn the_rendered_directory_is_a_configuration_envoy_accepts() {
     assert!(container.ends_with(harness::mesh::STATS_TAGS), "{container}");
     let ecds = std::fs::read_to_string(dir.join(compose::ECDS_FILE)).unwrap();
     assert!(ecds.contains(&format!("filename: \"{CONTAINER_ROOT}/meshguard.wasm\"")), "{ecds}");
+    // Fails closed and reloads a trapped VM (tests/tests/vm_reload.rs measures why).
+    assert!(ecds.contains("failure_policy: FAIL_RELOAD"), "{ecds}");
     assert!(dir.join("pki/web.pem").is_file() && dir.join("meshguard.wasm").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }

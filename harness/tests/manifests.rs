@@ -111,7 +111,7 @@ fn check_wasm_plugin(manifest: &Value, source: &str) {
     // First within the phase too (Istio orders a phase's plugins by descending priority): the
     // hygiene guards must see every request before any other plugin does.
     assert!(spec["priority"].as_i64().is_some_and(|p| p >= 1000), "{source}: priority {}", spec["priority"]);
-    assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{source}");
+    assert_eq!(spec["failStrategy"], "FAIL_RELOAD", "{source}");
     // The root id (Istio: pluginName) chooses the filter type inside the one module.
     let plugin_name = if spec["type"] == "NETWORK" { "meshguard-tcp" } else { "meshguard" };
     assert_eq!(spec["pluginName"], plugin_name, "{source}");

@@ -33,8 +33,18 @@ fn up_json_serves_the_demo_policy_and_stops_everything_on_sigint() {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // stdout, line by line, read on a thread so that the test can wait with a deadline.
+    let (lines, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("the ready line");
     let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     let listener: SocketAddr = info["listener"].as_str().unwrap().parse().unwrap();
     let admin: SocketAddr = info["admin"].as_str().unwrap().parse().unwrap();
@@ -49,8 +59,23 @@ fn up_json_serves_the_demo_policy_and_stops_everything_on_sigint() {
     )
     .unwrap();
     assert_eq!(client::send(listener, Some(&tls), &Request::get("/api/items")).unwrap().status, 200);
-    let denied = client::send(listener, None, &Request::get("/api/items")).unwrap();
+    let denied =
+        client::send(listener, None, &Request::get("/api/items").with_header("x-request-id", "up-json-1")).unwrap();
     assert_eq!((denied.status, denied.json().unwrap()["code"].as_str()), (403, Some("peer_identity_missing")));
+
+    // The decision log follows the ready line, as JSON lines: the deny is one JSON object.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let decision = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("a decision-log line on stdout within 10 s");
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line: {e}: {line:?}"));
+        if record["requestId"] == "up-json-1" {
+            break record;
+        }
+    };
+    assert_eq!(decision["outcome"], "deny", "{decision}");
+    assert_eq!(decision["code"], "peer_identity_missing", "{decision}");
+    assert_eq!(decision["request"]["path"], "/api/items", "{decision}");
 
     // SIGINT: exit 0, and Envoy's ports are closed.
     let pid = child.0.id() as i32;

@@ -81,6 +81,11 @@ impl Policy {
         let revision = revision_of(&value);
         let doc: PolicyDocument = crate::document::parse(value)?;
         let mut errs = ConfigErrors::default();
+        // Over budget: refused before anything is compiled (see crate::budget).
+        crate::budget::check(&doc, &mut errs);
+        if !errs.is_empty() {
+            return Err(errs);
+        }
         if doc.version != VERSION {
             errs.push(
                 "version",

@@ -153,10 +153,24 @@ fn compile_path(p: &PathMatchDoc, at: &str, errs: &mut ConfigErrors) -> Option<P
             errs.push(format!("{at}.regex"), "longer than 1024 characters");
             return None;
         }
-        return match regex_lite::Regex::new(v) {
+        // Bounded compile (see crate::budget): a counted repetition such as (?:.{1000}){200}
+        // stops compiling as soon as its program outgrows the limit.
+        let built = regex_lite::RegexBuilder::new(v)
+            .size_limit(crate::budget::REGEX_SIZE_LIMIT)
+            .nest_limit(crate::budget::REGEX_NEST_LIMIT)
+            .build();
+        return match built {
             Ok(re) => Some(PathMatcher::Regex(re)),
             Err(e) => {
-                errs.push(format!("{at}.regex"), format!("not a valid regex: {}", e.to_string().replace('\n', " ")));
+                errs.push(
+                    format!("{at}.regex"),
+                    format!(
+                        "not a valid regex within meshguard's limits ({} bytes compiled, nesting {}): {}",
+                        crate::budget::REGEX_SIZE_LIMIT,
+                        crate::budget::REGEX_NEST_LIMIT,
+                        e.to_string().replace('\n', " ")
+                    ),
+                );
                 None
             }
         };
