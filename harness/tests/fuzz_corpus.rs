@@ -206,9 +206,10 @@ fn policies() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(&root)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.to_string_lossy().ends_with(".tests.yaml"))
         .map(|p| harness::policy_file::load_value(&p).unwrap().to_string().into_bytes())
         .collect();
+    out.extend(vectors().into_iter().map(|v| v.policy.to_string().into_bytes()));
     out.sort();
     out.push(policy::samples::scale_egress(3, 4).to_string().into_bytes());
     out.push(br#"{"version":1,"mode":"dry-run","identity":{"rules":[{"id":"r","action":"allow","principals":["*"],"match":{"paths":[{"regex":"^/v[0-9]+/"}]}}]}}"#.to_vec());
@@ -217,6 +218,26 @@ fn policies() -> Vec<Vec<u8>> {
         br#"{"version":2,"bogus":true,"identity":{"rules":[{"id":"","principals":["spiffe://x/../y"]}]}}"#.to_vec(),
     );
     out
+}
+
+/// The shared test vectors (policy/vectors/*.json): their policies and requests seed the
+/// fuzzers too.
+fn vectors() -> Vec<policy::vectors::VectorFile> {
+    let dir = harness::workspace_root().join("policy/vectors");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect()
+}
+
+/// A vector's request in the fuzz inputs' encoding.
+fn vector_request(r: &policy::view::request::OwnedRequest) -> Vec<u8> {
+    let uri_san = if r.peer.mtls { r.peer.uri_san.clone().unwrap_or_else(|| "x".into()) } else { String::new() };
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    request(&uri_san, &r.method, &r.path, &r.authority, &headers)
 }
 
 fn fnv(bytes: &[u8]) -> String {
@@ -230,8 +251,10 @@ fn fnv(bytes: &[u8]) -> String {
 
 fn corpora() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     let mut c = BTreeMap::new();
-    c.insert("evaluate", requests());
-    c.insert("hygiene", requests());
+    let mut reqs = requests();
+    reqs.extend(vectors().iter().flat_map(|v| v.cases.iter().map(|c| vector_request(&c.request))));
+    c.insert("evaluate", reqs.clone());
+    c.insert("hygiene", reqs);
     c.insert("canonical_path", paths());
     c.insert("spiffe_id", spiffe_ids());
     c.insert("xfcc", xfcc_values());
