@@ -109,8 +109,12 @@ fn up_observe_starts_prometheus_on_the_mesh_and_stops_it_on_sigint() {
             .spawn()
             .unwrap(),
     );
+    // Keep reading stdout after the ready line: `up --json` goes on printing decision-log lines,
+    // and a closed pipe would (rightly) end it.
+    let mut reader = BufReader::new(child.0.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    reader.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     let listener: SocketAddr = info["listener"].as_str().unwrap().parse().unwrap();
     let admin: SocketAddr = info["admin"].as_str().unwrap().parse().unwrap();
