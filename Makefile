@@ -12,7 +12,7 @@ setup:
 	@scripts/setup.sh
 
 wasm: setup
-	$(CARGO) build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-noop-filter
+	$(CARGO) build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-noop-filter -p meshguard-probe-filter
 
 demo: wasm
 	$(CARGO) run --quiet -p meshguard-harness -- demo
@@ -30,6 +30,7 @@ test: wasm lint
 
 bench: wasm
 	$(CARGO) run --release --quiet -p meshguard-harness -- bench
+	$(CARGO) run --release --quiet -p meshguard-harness -- bench --memory
 
 clean:
 	$(CARGO) clean

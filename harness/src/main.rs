@@ -108,6 +108,17 @@ enum Command {
         /// Also measure meshguard with this policy file (repeatable): one more row each.
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
+        /// Measurement windows per scenario (the table shows the median window).
+        #[arg(long, default_value_t = 8)]
+        windows: usize,
+        /// Only the rows whose name contains this text (repeatable), with the rows they are
+        /// compared with. Default: every row.
+        #[arg(long = "rows")]
+        rows: Vec<String>,
+        /// Measure Envoy's resident memory instead (no filter, no-op, meshguard with the
+        /// 10k-host sidecar policy; 1 and 2 workers).
+        #[arg(long)]
+        memory: bool,
     },
 }
 
@@ -163,7 +174,13 @@ fn main() -> ExitCode {
         Command::Up { policy, json, outbound: false } => harness::demo::up(policy.as_deref(), json),
         Command::Up { policy, json, outbound: true } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
-        Command::Bench { requests, warmup, policies } => bench(requests, warmup, &policies),
+        Command::Bench { requests, warmup, policies, windows, rows, memory } => {
+            if memory {
+                bench_memory()
+            } else {
+                bench(bench_load(requests, warmup, windows), &policies, &rows)
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -373,9 +390,24 @@ fn render(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn bench_load(requests: usize, warmup: usize, windows: usize) -> harness::bench::Load {
+    harness::bench::Load { requests, warmup, windows, ..harness::bench::Load::default() }
+}
+
+fn bench_memory() -> anyhow::Result<ExitCode> {
     use harness::bench;
-    let load = bench::Load { requests, warmup, ..bench::Load::default() };
+    let rows = bench::memory(&bench::memory_scenarios()?, 2_000)?;
+    println!(
+        "Envoy {} resident memory (VmRSS) after 2,000 requests, sidecar inbound; +MiB against no filter; \
+         per worker VM = what the second worker adds:",
+        harness::envoy::PINNED_VERSION
+    );
+    print!("{}", bench::memory_table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(load: harness::bench::Load, policies: &[PathBuf], rows: &[String]) -> anyhow::Result<ExitCode> {
+    use harness::bench;
     let mut scenarios = bench::standard_scenarios()?;
     for path in policies {
         if let Err(e) = load_policy(path) {
@@ -387,10 +419,12 @@ fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> anyhow::Result
             bench::Filter::Meshguard { policy_json: harness::policy_file::load_json(path)? },
         ));
     }
+    let scenarios = bench::with_comparison(bench::select(scenarios, rows));
     let rows = bench::run(&scenarios, load)?;
     println!(
         "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 keep-alive \
-         (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline:",
+         (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline, \
+         x floor = added CPU / the no-op Wasm filter's added CPU (same traffic):",
         harness::envoy::PINNED_VERSION
     );
     print!("{}", bench::table(&scenarios, &rows));
