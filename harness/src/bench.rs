@@ -552,13 +552,16 @@ pub fn memory_scenarios() -> Result<Vec<Scenario>> {
     ])
 }
 
-/// Starts each scenario with 1 and then 2 workers, sends `requests` requests (so that every
+/// The worker counts `meshguard bench --memory` starts each scenario with.
+pub const MEMORY_WORKERS: [u32; 3] = [1, 2, 4];
+
+/// Starts each scenario with 1, 2 and 4 workers ([`MEMORY_WORKERS`]), sends `requests` requests (so that every
 /// worker VM has served traffic), lets Envoy settle and reads its resident memory. Each Envoy
 /// runs alone (one at a time), so their allocators do not compete.
 pub fn memory(scenarios: &[Scenario], requests: usize) -> Result<Vec<MemoryRow>> {
     let scratch = crate::scratch_dir("bench-memory")?;
     let mut out = Vec::new();
-    for concurrency in [1u32, 2] {
+    for concurrency in MEMORY_WORKERS {
         for s in scenarios {
             eprintln!("bench --memory: {} with {concurrency} worker(s)", s.name);
             let mesh = start_mesh(s, &scratch, concurrency)?;
@@ -572,9 +575,9 @@ pub fn memory(scenarios: &[Scenario], requests: usize) -> Result<Vec<MemoryRow>>
     Ok(out)
 }
 
-/// The memory table: each row's RSS with 1 and 2 workers and what it adds over `no filter`;
-/// "per worker VM" is what the second worker adds over the first (the main thread's VM and
-/// the module are paid once).
+/// The memory table: each row's RSS with 1, 2 and 4 workers and what it adds over `no filter`
+/// with as many workers; "per worker VM" is what each worker beyond the first adds (the
+/// main thread's VM and the compiled module are paid once): (+4 workers - +1 worker) / 3.
 pub fn memory_table(rows: &[MemoryRow]) -> String {
     let rss = |name: &str, c: u32| {
         rows.iter().find(|r| r.name == name && r.concurrency == c).map(|r| r.rss_kib as f64 / 1024.0)
@@ -585,23 +588,31 @@ pub fn memory_table(rows: &[MemoryRow]) -> String {
             names.push(&r.name);
         }
     }
-    let mut out = format!(
-        "{:<36} {:>10} {:>10} {:>12} {:>12} {:>14}\n",
-        "scenario", "RSS 1 wkr", "RSS 2 wkr", "+MiB 1 wkr", "+MiB 2 wkr", "per worker VM"
-    );
+    let mut out = format!("{:<32}", "scenario");
+    for c in MEMORY_WORKERS {
+        out.push_str(&format!(" {:>9}", format!("RSS {c}w")));
+    }
+    for c in MEMORY_WORKERS {
+        out.push_str(&format!(" {:>9}", format!("+MiB {c}w")));
+    }
+    out.push_str(&format!(" {:>14}\n", "per worker VM"));
     for name in names {
-        let (Some(one), Some(two)) = (rss(name, 1), rss(name, 2)) else { continue };
-        let (b1, b2) = (rss("no filter", 1).unwrap_or(one), rss("no filter", 2).unwrap_or(two));
-        let per_worker = (two - b2) - (one - b1);
-        out.push_str(&format!(
-            "{:<36} {:>9.1}M {:>9.1}M {:>11.1}M {:>11.1}M {:>13.1}M\n",
-            name,
-            one,
-            two,
-            one - b1,
-            two - b2,
-            per_worker
-        ));
+        let mut line = format!("{name:<32}");
+        let mut added = Vec::new();
+        for c in MEMORY_WORKERS {
+            let mine = rss(name, c);
+            line.push_str(&format!(" {:>8.1}M", mine.unwrap_or(0.0)));
+            added.push(mine.zip(rss("no filter", c)).map(|(m, b)| m - b));
+        }
+        for a in &added {
+            line.push_str(&format!(" {:>8.1}M", a.unwrap_or(0.0)));
+        }
+        let extra_workers = MEMORY_WORKERS.iter().max().copied().unwrap_or(1) - 1;
+        let per_worker = match (added.first().copied().flatten(), added.last().copied().flatten()) {
+            (Some(first), Some(last)) => (last - first) / f64::from(extra_workers.max(1)),
+            _ => 0.0,
+        };
+        out.push_str(&format!("{line} {per_worker:>13.1}M\n"));
     }
     out
 }

@@ -116,7 +116,7 @@ enum Command {
         #[arg(long = "rows")]
         rows: Vec<String>,
         /// Measure Envoy's resident memory instead (no filter, no-op, meshguard with the
-        /// 10k-host sidecar policy; 1 and 2 workers).
+        /// 10k-host sidecar policy; 1, 2 and 4 workers).
         #[arg(long)]
         memory: bool,
     },
@@ -398,8 +398,8 @@ fn bench_memory() -> anyhow::Result<ExitCode> {
     use harness::bench;
     let rows = bench::memory(&bench::memory_scenarios()?, 2_000)?;
     println!(
-        "Envoy {} resident memory (VmRSS) after 2,000 requests, sidecar inbound; +MiB against no filter; \
-         per worker VM = what the second worker adds:",
+        "Envoy {} resident memory (VmRSS) after 2,000 requests, sidecar inbound, 1/2/4 workers; +MiB against \
+         no filter with as many workers; per worker VM = what each worker beyond the first adds:",
         harness::envoy::PINNED_VERSION
     );
     print!("{}", bench::memory_table(&rows));
