@@ -111,6 +111,10 @@ enum Command {
         /// Measurement windows per scenario (the table shows the median window).
         #[arg(long, default_value_t = 8)]
         windows: usize,
+        /// Show this percentile of the windows instead of the median (50); on a busy machine
+        /// a low one (25) is steadier, since interference only adds CPU time.
+        #[arg(long, default_value_t = 50)]
+        percentile: u8,
         /// Only the rows whose name contains this text (repeatable), with the rows they are
         /// compared with. Default: every row.
         #[arg(long = "rows")]
@@ -174,11 +178,12 @@ fn main() -> ExitCode {
         Command::Up { policy, json, outbound: false } => harness::demo::up(policy.as_deref(), json),
         Command::Up { policy, json, outbound: true } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
-        Command::Bench { requests, warmup, policies, windows, rows, memory } => {
+        Command::Bench { requests, warmup, policies, windows, percentile, rows, memory } => {
             if memory {
                 bench_memory()
             } else {
-                bench(bench_load(requests, warmup, windows), &policies, &rows)
+                let load = harness::bench::Load { requests, warmup, windows, percentile, ..Default::default() };
+                bench(load, &policies, &rows)
             }
         }
     };
@@ -390,10 +395,6 @@ fn render(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_load(requests: usize, warmup: usize, windows: usize) -> harness::bench::Load {
-    harness::bench::Load { requests, warmup, windows, ..harness::bench::Load::default() }
-}
-
 fn bench_memory() -> anyhow::Result<ExitCode> {
     use harness::bench;
     let rows = bench::memory(&bench::memory_scenarios()?, 2_000)?;
@@ -424,8 +425,9 @@ fn bench(load: harness::bench::Load, policies: &[PathBuf], rows: &[String]) -> a
     println!(
         "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 keep-alive \
          (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline, \
-         x floor = added CPU / the no-op Wasm filter's added CPU (same traffic):",
-        harness::envoy::PINNED_VERSION
+         x floor = added CPU / the no-op Wasm filter's added CPU (same traffic); window shown: p{}:",
+        harness::envoy::PINNED_VERSION,
+        load.percentile
     );
     print!("{}", bench::table(&scenarios, &rows));
     Ok(ExitCode::SUCCESS)
