@@ -659,6 +659,58 @@ mod tests {
     }
 
     #[test]
+    fn selecting_rows_keeps_their_baseline_and_floor_rows() {
+        let all = standard_scenarios().unwrap();
+        let names = |v: &[Scenario]| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&select(all.clone(), &[])), names(&all));
+        let picked = select(all.clone(), &["gateway-strict".to_string()]);
+        assert_eq!(
+            names(&picked),
+            ["no filter, 30 headers", "no-op wasm, 30 headers", "meshguard gateway-strict, 30 headers"]
+        );
+        // Every row's baseline and floor rows exist in the standard table.
+        for s in &all {
+            assert!(all.iter().any(|b| b.name == s.baseline) && all.iter().any(|f| f.name == s.floor), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn x_floor_divides_the_added_cpu_by_the_no_ops() {
+        let scenarios = vec![
+            Scenario::inbound("no filter", Filter::None),
+            Scenario::inbound("no-op wasm", Filter::Noop),
+            Scenario::inbound("meshguard", Filter::Meshguard { policy_json: String::new() }),
+        ];
+        let row = |name: &str, us: u64| Measurement {
+            name: name.to_string(),
+            requests: 1000,
+            windows: vec![(Duration::from_micros(us * 1000), Duration::from_secs(1))],
+            percentile: 50,
+        };
+        let rows = vec![row("no filter", 100), row("no-op wasm", 120), row("meshguard", 150)];
+        let t = table(&scenarios, &rows);
+        let line = t.lines().find(|l| l.starts_with("meshguard")).unwrap();
+        assert!(line.contains(" 1.50x ") && line.contains(" 50.0 ") && line.contains(" 2.50x "), "{t}");
+    }
+
+    #[test]
+    fn per_worker_memory_is_what_the_extra_workers_add() {
+        let rows: Vec<MemoryRow> = [("no filter", [70, 71, 72]), ("meshguard", [100, 104, 112])]
+            .iter()
+            .flat_map(|(name, mib)| {
+                MEMORY_WORKERS.iter().zip(mib).map(|(c, m)| MemoryRow {
+                    name: name.to_string(),
+                    concurrency: *c,
+                    rss_kib: m * 1024,
+                })
+            })
+            .collect();
+        let t = memory_table(&rows);
+        // (112 - 72) - (100 - 70) = 10 MiB over 3 more workers.
+        assert!(t.lines().any(|l| l.starts_with("meshguard") && l.ends_with(" 3.3M")), "{t}");
+    }
+
+    #[test]
     fn reads_this_process_cpu() {
         let before = process_cpu(std::process::id()).unwrap();
         let start = Instant::now();
