@@ -12,7 +12,7 @@ setup:
 	@scripts/setup.sh
 
 wasm: setup
-	$(CARGO) build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-noop-filter -p meshguard-trap-filter
+	$(CARGO) build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-noop-filter -p meshguard-probe-filter -p meshguard-trap-filter
 
 demo: wasm
 	$(CARGO) run --quiet -p meshguard-harness -- demo
@@ -35,6 +35,7 @@ alerts: setup
 
 bench: wasm
 	$(CARGO) run --release --quiet -p meshguard-harness -- bench
+	$(CARGO) run --release --quiet -p meshguard-harness -- bench --memory
 
 # Fuzzing is not part of `make test`. `make fuzz FUZZ_SECONDS=600` runs every target in
 # fuzz/fuzz_targets for that many seconds each, starting from the seeds kept in

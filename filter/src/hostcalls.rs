@@ -28,6 +28,16 @@ const NOT_FOUND: u32 = 1;
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    // Used by the benchmark's probe (filter/probe compiles this file), not by meshguard.
+    #[allow(dead_code)]
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -96,6 +106,24 @@ pub fn request_header_map() -> Result<Vec<u8>, Status> {
     let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
     match status {
         OK => Ok(adopt(data, size)),
+        other => Err(Status(other)),
+    }
+}
+
+/// One request header's value (`name` lowercase), `Ok(None)` when absent: one host call and
+/// one buffer per header (the benchmark's probe compares this with [`request_header_map`]).
+#[allow(dead_code)]
+pub fn request_header(name: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; `name` is a live slice, the out-pointers point to live locals.
+    let status = unsafe {
+        proxy_get_header_map_value(MapType::HttpRequestHeaders as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    match status {
+        OK if data.is_null() => Ok(None),
+        OK => Ok(Some(adopt(data, size))),
+        NOT_FOUND => Ok(None),
         other => Err(Status(other)),
     }
 }
@@ -178,8 +206,24 @@ pub fn define_counter(name: &str) -> Result<u32, Status> {
 
 /// Add one to a counter.
 pub fn increment(metric_id: u32) -> Result<(), Status> {
+    increment_by(metric_id, 1)
+}
+
+/// Add `offset` to a counter (one host call, whatever the offset).
+pub fn increment_by(metric_id: u32, offset: u64) -> Result<(), Status> {
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
     // SAFETY: FFI call with plain values.
-    match unsafe { proxy_increment_metric(metric_id, 1) } {
+    match unsafe { proxy_increment_metric(metric_id, offset) } {
+        OK => Ok(()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Have the host call this root context's `on_tick` every `millis` milliseconds (0: never).
+/// Called from a root context's callback (the host keys the timer by the current context).
+pub fn set_tick_period(millis: u32) -> Result<(), Status> {
+    // SAFETY: FFI call with a plain value.
+    match unsafe { proxy_set_tick_period_milliseconds(millis) } {
         OK => Ok(()),
         other => Err(Status(other)),
     }

@@ -31,6 +31,14 @@
 //! count `on_configure` calls, and Envoy configures a plugin in several VMs (on the main
 //! thread and on every worker): one accepted policy on a 2-worker Envoy 1.40 reads `+4`.
 //!
+//! **Lag.** The request and connection totals are counted in VM memory and handed to Envoy
+//! every [`FLUSH_PERIOD_MS`] (1 s), and at once after any request or connection with a
+//! finding: so `meshguard_requests_total`, `meshguard_allowed_total` and
+//! `meshguard_connections_total`/`_allowed_total` may lag traffic without findings by up to a
+//! second (per worker), while denies, would-denies, per-finding, error and config counters are
+//! never late. Counts still pending when the plugin goes away (a new configuration, Envoy
+//! shutting down) are flushed in its `on_done`. This saves two host calls per request.
+//!
 //! `<check>` and `<code>` are [`policy::Check::as_str`] and [`policy::ReasonCode::as_str`];
 //! `<mode>` is `enforced` (the finding denied the request) or `dry_run` (a would-deny). A
 //! per-finding counter exists from the first time that finding is seen.
@@ -54,7 +62,7 @@
 //! (`envoy-config/istio/bootstrap-stats-tags.yaml`); the flat names work as is (Istio's stats
 //! inclusion list has the prefix `wasm`, which lets `wasmcustom.` through).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use policy::{Check, ReasonCode};
@@ -89,19 +97,64 @@ pub fn finding_name(check: Check, code: ReasonCode, enforced: bool) -> String {
 
 pub use policy::Outcome;
 
-/// Counter ids, defined once per VM. Ids are `None` when the host refused a definition: that
-/// counter is then simply not counted, the request goes on.
+/// How often the root context hands the counts held in VM memory to Envoy (its `on_tick`):
+/// `meshguard_requests_total`, `meshguard_allowed_total` and the connection totals of requests
+/// and connections without a finding lag Envoy's stats by at most this much.
+pub const FLUSH_PERIOD_MS: u32 = 1_000;
+
+/// The totals counted in VM memory, by index into [`Metrics::totals`].
+const REQUESTS_I: usize = 0;
+const ALLOWED_I: usize = 1;
+const DENIED_I: usize = 2;
+const WOULD_DENY_I: usize = 3;
+const CONNECTIONS_I: usize = 4;
+const CONNECTIONS_ALLOWED_I: usize = 5;
+const CONNECTIONS_DENIED_I: usize = 6;
+const CONNECTIONS_WOULD_DENY_I: usize = 7;
+
+/// One counter: its id (`None` when the host refused the definition: the counter is then
+/// simply not counted) and the count not yet handed to Envoy.
+#[derive(Debug, Default)]
+struct Total {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Total {
+    fn new(id: Option<u32>) -> Self {
+        Total { id, pending: Cell::new(0) }
+    }
+
+    fn add(&self) {
+        if self.id.is_some() {
+            self.pending.set(self.pending.get().saturating_add(1));
+        }
+    }
+
+    /// The id and count to hand to Envoy, if any; the pending count is then zero.
+    fn take(&self) -> Option<(u32, u64)> {
+        let n = self.pending.replace(0);
+        Some((self.id?, n)).filter(|_| n > 0)
+    }
+}
+
+/// Counter ids, defined once per VM, and the request and connection totals counted in VM
+/// memory since the last flush.
+///
+/// Counting a request is a few additions in VM memory, not a host call: the totals reach
+/// Envoy in one `proxy_increment_metric` per counter when [`Metrics::flush`] runs, which is
+/// on the root context's tick (every [`FLUSH_PERIOD_MS`]), right after any request or
+/// connection with a finding (denies and would-denies are never late), and when the plugin is
+/// done (a new configuration, or Envoy shutting down). The config, error and per-finding
+/// counters are rare and go to Envoy at once.
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Option<u32>,
-    allowed: Option<u32>,
-    denied: Option<u32>,
-    would_deny: Option<u32>,
+    /// `[requests, allowed, denied, would-deny]` (HTTP filter), then `[total, allowed, denied,
+    /// would-deny]` connections (network filter).
+    totals: [Total; 8],
     config_accepted: Option<u32>,
     config_rejected: Option<u32>,
     errors: Option<u32>,
-    /// `[total, allowed, denied, would-deny]` connections (network filter only).
-    connections: [Option<u32>; 4],
     /// Per-finding counters, defined on first use so that only findings that happen exist.
     findings: RefCell<HashMap<(Check, ReasonCode, bool), u32>>,
 }
@@ -111,22 +164,22 @@ impl Metrics {
     /// counters for the HTTP filter, the connection counters for the network filter.
     pub fn define(network: bool) -> Self {
         let def = |name: &str| hostcalls::define_counter(name).ok();
-        let http = |name: &str| if network { None } else { def(name) };
-        let tcp = |name: &str| if network { def(name) } else { None };
+        let http = |name: &str| Total::new(if network { None } else { def(name) });
+        let tcp = |name: &str| Total::new(if network { def(name) } else { None });
         Self {
-            requests: http(REQUESTS),
-            allowed: http(ALLOWED),
-            denied: http(DENIED),
-            would_deny: http(WOULD_DENY),
-            config_accepted: def(CONFIG_ACCEPTED),
-            config_rejected: def(CONFIG_REJECTED),
-            errors: def(ERRORS),
-            connections: [
+            totals: [
+                http(REQUESTS),
+                http(ALLOWED),
+                http(DENIED),
+                http(WOULD_DENY),
                 tcp(CONNECTIONS),
                 tcp(CONNECTIONS_ALLOWED),
                 tcp(CONNECTIONS_DENIED),
                 tcp(CONNECTIONS_WOULD_DENY),
             ],
+            config_accepted: def(CONFIG_ACCEPTED),
+            config_rejected: def(CONFIG_REJECTED),
+            errors: def(ERRORS),
             findings: RefCell::new(HashMap::new()),
         }
     }
@@ -135,19 +188,15 @@ impl Metrics {
     /// configuration, which Envoy does not do.
     pub fn none() -> Self {
         Self {
-            requests: None,
-            allowed: None,
-            denied: None,
-            would_deny: None,
+            totals: Default::default(),
             config_accepted: None,
             config_rejected: None,
             errors: None,
-            connections: [None; 4],
             findings: RefCell::new(HashMap::new()),
         }
     }
 
-    /// A request meshguard could not inspect (and refused).
+    /// A request meshguard could not inspect (and refused). Counted at once.
     pub fn error(&self) {
         bump(self.errors);
     }
@@ -160,27 +209,43 @@ impl Metrics {
         bump(self.config_rejected);
     }
 
+    /// Count one request (in VM memory, until the next [`Metrics::flush`]).
     pub fn request(&self, outcome: Outcome) {
-        bump(self.requests);
-        bump(match outcome {
-            Outcome::Allow => self.allowed,
-            Outcome::Deny => self.denied,
-            Outcome::WouldDeny => self.would_deny,
-        });
+        self.count(REQUESTS_I, outcome, [ALLOWED_I, DENIED_I, WOULD_DENY_I]);
     }
 
-    /// Count one connection (network filter).
+    /// Count one connection (network filter; in VM memory, until the next flush).
     pub fn connection(&self, outcome: Outcome) {
-        let [total, allowed, denied, would_deny] = self.connections;
-        bump(total);
-        bump(match outcome {
+        self.count(CONNECTIONS_I, outcome, [CONNECTIONS_ALLOWED_I, CONNECTIONS_DENIED_I, CONNECTIONS_WOULD_DENY_I]);
+    }
+
+    fn count(&self, total: usize, outcome: Outcome, [allowed, denied, would_deny]: [usize; 3]) {
+        let by_outcome = match outcome {
             Outcome::Allow => allowed,
             Outcome::Deny => denied,
             Outcome::WouldDeny => would_deny,
-        });
+        };
+        for i in [total, by_outcome] {
+            if let Some(t) = self.totals.get(i) {
+                t.add();
+            }
+        }
     }
 
-    /// Count one finding; defines its counter the first time this kind is seen.
+    /// Hand the counts held in VM memory to Envoy: one host call per counter that moved.
+    pub fn flush(&self) {
+        for (id, n) in self.take_pending() {
+            let _ = hostcalls::increment_by(id, n);
+        }
+    }
+
+    /// The (counter id, count) pairs not yet handed to Envoy; they are zero afterwards.
+    fn take_pending(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.totals.iter().filter_map(Total::take)
+    }
+
+    /// Count one finding; defines its counter the first time this kind is seen. Counted at
+    /// once (a finding always comes with a flush of the totals too).
     pub fn finding(&self, check: Check, code: ReasonCode, enforced: bool) {
         let key = (check, code, enforced);
         // Never hold the borrow across a host call: there is no re-entrancy today, but a
@@ -212,6 +277,38 @@ fn bump(id: Option<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_ids() -> Metrics {
+        let mut m = Metrics::none();
+        for (i, t) in m.totals.iter_mut().enumerate() {
+            t.id = Some(100 + i as u32);
+        }
+        m
+    }
+
+    #[test]
+    fn totals_accumulate_in_memory_until_taken() {
+        let m = with_ids();
+        for _ in 0..5 {
+            m.request(Outcome::Allow);
+        }
+        m.request(Outcome::Deny);
+        m.request(Outcome::WouldDeny);
+        m.connection(Outcome::Allow);
+        let pending: Vec<(u32, u64)> = m.take_pending().collect();
+        assert_eq!(pending, vec![(100, 7), (101, 5), (102, 1), (103, 1), (104, 1), (105, 1)]);
+        assert_eq!(m.take_pending().count(), 0, "taken once");
+        m.connection(Outcome::Deny);
+        assert_eq!(m.take_pending().collect::<Vec<_>>(), vec![(104, 1), (106, 1)]);
+    }
+
+    #[test]
+    fn counters_the_host_refused_count_nothing() {
+        let m = Metrics::none();
+        m.request(Outcome::Allow);
+        m.connection(Outcome::WouldDeny);
+        assert_eq!(m.take_pending().count(), 0);
+    }
 
     #[test]
     fn finding_names_are_dotted_and_prometheus_safe() {

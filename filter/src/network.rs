@@ -55,12 +55,13 @@ impl StreamContext for ConnectionGuard {
 fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts) -> Action {
     let needs = policy.needs();
     let sni = properties::requested_server_name();
-    let (mtls, uri_san) = if needs.peer { peer_properties() } else { (false, None) };
+    let direction = if needs.direction { properties::direction() } else { Direction::Unspecified };
+    let (mtls, uri_san) = if needs.peer { peer_properties(direction == Direction::Outbound) } else { (false, None) };
     let view = ConnectionView {
         sni: sni.as_deref(),
         destination_port: if policy.has_egress() { properties::destination_port() } else { None },
         peer: Peer { mtls, uri_san: uri_san.as_deref() },
-        direction: if needs.direction { properties::direction() } else { Direction::Unspecified },
+        direction,
         workload: if needs.workload { workload.view() } else { policy::Workload::default() },
     };
 

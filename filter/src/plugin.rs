@@ -83,10 +83,28 @@ impl PolicyRoot {
         Self { policy: None, metrics: None, kind: FilterKind::Http, workload: Rc::default() }
     }
 
-    /// Counters are defined once per root context, on first configuration.
+    /// Counters are defined once per root context, on first configuration, and the tick that
+    /// flushes the totals counted in VM memory starts then (see [`crate::metrics`]).
     fn metrics(&mut self) -> Rc<Metrics> {
         let kind = self.kind;
-        self.metrics.get_or_insert_with(|| Rc::new(Metrics::define(kind == FilterKind::Network))).clone()
+        self.metrics
+            .get_or_insert_with(|| {
+                if let Err(status) = hostcalls::set_tick_period(crate::metrics::FLUSH_PERIOD_MS) {
+                    log(
+                        LogLevel::Warn,
+                        &format!("meshguard: no tick (host status {}): counters flush only on findings", status.0),
+                    );
+                }
+                Rc::new(Metrics::define(kind == FilterKind::Network))
+            })
+            .clone()
+    }
+
+    /// Hand the counts held in VM memory to Envoy.
+    fn flush_metrics(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.flush();
+        }
     }
 }
 
@@ -96,7 +114,14 @@ impl Default for PolicyRoot {
     }
 }
 
-impl Context for PolicyRoot {}
+impl Context for PolicyRoot {
+    /// The plugin is going away (a new configuration, Envoy draining or shutting down): hand
+    /// Envoy the counts not flushed yet.
+    fn on_done(&mut self) -> bool {
+        self.flush_metrics();
+        true
+    }
+}
 
 impl RootContext for PolicyRoot {
     /// A new VM says so (log line; the counter follows its first accepted configuration; see
@@ -104,6 +129,11 @@ impl RootContext for PolicyRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
         crate::vm::started();
         true
+    }
+
+    /// Every [`crate::metrics::FLUSH_PERIOD_MS`]: hand Envoy the counts held in VM memory.
+    fn on_tick(&mut self) {
+        self.flush_metrics();
     }
 
     /// Parse, validate and compile the policy. On any error, log every error with its JSON
@@ -280,8 +310,13 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
 
     // Fetched only when a check reads them; each is a host call. Their buffers outlive the view.
     let needs = policy.needs();
+    // Nothing reads the direction unless egress (or identity with `appliesTo: inbound`) does:
+    // the filter then stays what it always was, an inbound filter.
+    let direction = if needs.direction { properties::direction() } else { Direction::Inbound };
     let (mtls, uri_san) = if needs.peer {
-        peer_properties()
+        // An outbound listener's downstream is the local app, in plaintext: ask `mtls` first
+        // there (one call), and the SAN first elsewhere (one call for an mTLS peer).
+        peer_properties(direction == Direction::Outbound)
     } else if needs.mtls {
         (mtls_property(), None)
     } else {
@@ -289,9 +324,6 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
     };
     let peer = Peer { mtls, uri_san: uri_san.as_deref() };
     let tls = mtls || (needs.tls && tls_property());
-    // Nothing reads the direction unless egress (or identity with `appliesTo: inbound`) does:
-    // the filter then stays what it always was, an inbound filter.
-    let direction = if needs.direction { properties::direction() } else { Direction::Inbound };
     let cluster = if needs.cluster { properties::cluster_name() } else { None };
     // The workload comes from the node metadata, read once in on_configure: it is the proxy's
     // own and does not change.
@@ -328,10 +360,15 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
 }
 
 /// Count a decision's findings and, when `due`, write its decision-log line (`line` renders it
-/// from the time in Unix milliseconds). Shared by the HTTP and the network filter.
+/// from the time in Unix milliseconds). Shared by the HTTP and the network filter. A decision
+/// with findings also flushes the totals counted in VM memory, so that denies and would-denies
+/// reach Envoy's stats at once.
 pub(crate) fn record(metrics: &Metrics, decision: &Decision, due: bool, line: impl FnOnce(u64) -> String) {
     for finding in &decision.findings {
         metrics.finding(finding.check, finding.code, finding.enforced);
+    }
+    if !decision.findings.is_empty() {
+        metrics.flush();
     }
     if due {
         let line = line(hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000));
@@ -380,15 +417,26 @@ fn tls_property() -> bool {
     matches!(hostcalls::property(PROPERTY_TLS_VERSION), Ok(Some(v)) if !v.is_empty())
 }
 
-/// `connection.mtls`, then — only for an mTLS peer, since without a client certificate there
-/// is no SAN to read — `connection.uri_san_peer_certificate`. Host errors read as "no mTLS" /
-/// "no SAN": the identity check then fails closed.
-pub(crate) fn peer_properties() -> (bool, Option<Vec<u8>>) {
-    let mtls = mtls_property();
-    if !mtls {
-        return (false, None);
+/// The peer: `connection.mtls` and, for an mTLS peer, `connection.uri_san_peer_certificate`.
+/// Host errors read as "no mTLS" / "no SAN": the identity check then fails closed.
+///
+/// Two orders, one answer. Envoy reads both from the same TLS connection: the SAN from the
+/// peer certificate, `mtls` as "a peer certificate was presented", so a URI SAN implies mTLS.
+/// `expect_plaintext` (an outbound listener) asks `mtls` first, and the SAN only for an mTLS
+/// peer: one call for the plaintext app. Otherwise the SAN comes first, and `mtls` is asked
+/// only when there is no SAN: one call for a mesh peer.
+pub(crate) fn peer_properties(expect_plaintext: bool) -> (bool, Option<Vec<u8>>) {
+    if expect_plaintext {
+        if !mtls_property() {
+            return (false, None);
+        }
+        return (true, hostcalls::property(PROPERTY_URI_SAN).ok().flatten());
     }
-    (true, hostcalls::property(PROPERTY_URI_SAN).ok().flatten())
+    match hostcalls::property(PROPERTY_URI_SAN).ok().flatten() {
+        Some(san) if !san.is_empty() => (true, Some(san)),
+        san if mtls_property() => (true, san),
+        _ => (false, None),
+    }
 }
 
 /// Envoy serializes a CEL bool as `sizeof(bool)` bytes: exactly one byte, 1 for true.

@@ -52,6 +52,9 @@ impl Default for EnvoyOptions {
     }
 }
 
+/// How long [`Envoy::wait_counter`] waits for a counter: a few of meshguard's 1 s flushes.
+pub const COUNTER_WAIT: Duration = Duration::from_secs(5);
+
 /// A running Envoy process.
 #[derive(Debug)]
 pub struct Envoy {
@@ -319,6 +322,23 @@ impl Envoy {
         let custom = format!("wasmcustom.{name}");
         let find = |wanted: &str| stats.iter().find(|(n, _)| n == wanted).map(|(_, v)| *v);
         Ok(find(name).or_else(|| find(&custom)))
+    }
+
+    /// [`Envoy::counter`] (absent reads 0), polled until it reads `expected` or
+    /// [`COUNTER_WAIT`] has passed; returns the last value read, for the caller to compare.
+    ///
+    /// meshguard counts requests and connections without findings in VM memory and hands them
+    /// to Envoy about once a second (`filter/src/metrics.rs`), so a test that counts allowed
+    /// requests waits for the flush with this instead of reading once (or sleeping).
+    pub fn wait_counter(&self, name: &str, expected: u64) -> Result<u64> {
+        let deadline = Instant::now() + COUNTER_WAIT;
+        loop {
+            let value = self.counter(name)?.unwrap_or(0);
+            if value == expected || Instant::now() > deadline {
+                return Ok(value);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The application log so far (`envoy.log`, flushed every 100 ms).

@@ -248,6 +248,21 @@ enum Command {
         /// Also measure meshguard with this policy file (repeatable): one more row each.
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
+        /// Measurement windows per scenario (the table shows the median window).
+        #[arg(long, default_value_t = 8)]
+        windows: usize,
+        /// Show this percentile of the windows instead of the median (50); on a busy machine
+        /// a low one (25) is steadier, since interference only adds CPU time.
+        #[arg(long, default_value_t = 50)]
+        percentile: u8,
+        /// Only the rows whose name contains this text (repeatable), with the rows they are
+        /// compared with. Default: every row.
+        #[arg(long = "rows")]
+        rows: Vec<String>,
+        /// Measure Envoy's resident memory instead (no filter, no-op, meshguard with the
+        /// 10k-host sidecar policy; 1, 2 and 4 workers).
+        #[arg(long)]
+        memory: bool,
     },
     /// Print a shell completion script: `meshguard completions bash > /etc/bash_completion.d/meshguard`.
     Completions {
@@ -365,7 +380,14 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Up { policy, json, outbound: false, .. } => harness::demo::up(policy.as_deref(), json),
         Command::Up { policy, json, outbound: true, .. } => harness::egress_demo::up(policy.as_deref(), json),
         Command::Demo { policy } => harness::demo::demo(policy.as_deref()),
-        Command::Bench { requests, warmup, policies } => bench(requests, warmup, &policies),
+        Command::Bench { requests, warmup, policies, windows, percentile, rows, memory } => {
+            if memory {
+                bench_memory()
+            } else {
+                let load = harness::bench::Load { requests, warmup, windows, percentile, ..Default::default() };
+                bench(load, &policies, &rows)
+            }
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "meshguard", &mut out);
@@ -604,9 +626,20 @@ fn render(
     Ok(code(exit::OK))
 }
 
-fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> Result<ExitCode> {
+fn bench_memory() -> Result<ExitCode> {
     use harness::bench;
-    let load = bench::Load { requests, warmup, ..bench::Load::default() };
+    let rows = bench::memory(&bench::memory_scenarios()?, 2_000)?;
+    println!(
+        "Envoy {} resident memory (VmRSS) after 2,000 requests, sidecar inbound, 1/2/4 workers; +MiB against \
+         no filter with as many workers; per worker VM = what each worker beyond the first adds:",
+        harness::envoy::PINNED_VERSION
+    );
+    print!("{}", bench::memory_table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(load: harness::bench::Load, policies: &[PathBuf], rows: &[String]) -> Result<ExitCode> {
+    use harness::bench;
     let mut scenarios = bench::standard_scenarios()?;
     for path in policies {
         let (_, value) = load_policy_and_value(path)?;
@@ -615,13 +648,16 @@ fn bench(requests: usize, warmup: usize, policies: &[PathBuf]) -> Result<ExitCod
             bench::Filter::Meshguard { policy_json: value.to_string() },
         ));
     }
+    let scenarios = bench::with_comparison(bench::select(scenarios, rows));
     let rows = bench::run(&scenarios, load)?;
     let mut out = std::io::stdout();
     writeln!(
         out,
         "Envoy {} CPU time per request (user+sys of the Envoy process, 1 worker), HTTP/1.1 keep-alive \
-         (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline:",
-        harness::envoy::PINNED_VERSION
+         (inbound over mTLS, outbound plaintext); ratios against each row's no-filter baseline, \
+         x floor = added CPU / the no-op Wasm filter's added CPU (same traffic); window shown: p{}:",
+        harness::envoy::PINNED_VERSION,
+        load.percentile
     )?;
     write!(out, "{}", bench::table(&scenarios, &rows))?;
     Ok(code(exit::OK))

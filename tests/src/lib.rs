@@ -54,6 +54,20 @@ pub fn prom_counter(mesh: &Mesh, name: &str) -> Result<u64> {
     Ok(0)
 }
 
+/// [`prom_counter`], polled until it reads `expected` or [`harness::envoy::COUNTER_WAIT`] has
+/// passed; returns the last value read. For the request totals meshguard hands to Envoy on
+/// its 1 s tick (allowed requests lag by up to a second; see `filter/src/metrics.rs`).
+pub fn wait_prom_counter(mesh: &Mesh, name: &str, expected: u64) -> Result<u64> {
+    let deadline = Instant::now() + harness::envoy::COUNTER_WAIT;
+    loop {
+        let value = prom_counter(mesh, name)?;
+        if value == expected || Instant::now() > deadline {
+            return Ok(value);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The per-finding counter for `check`/`code` in `mode` (`enforced` or `dry_run`), as it
 /// appears in `/stats/prometheus` with the mesh's stats tags (`envoy-config/stats-tags.yaml`):
 /// `meshguard_findings_total{check="..",code="..",mode=".."}`; 0 when absent.

@@ -234,8 +234,9 @@ fn outbound_sidecar_tls_sni() -> Result<()> {
     assert_eq!(line["outcome"], "allow");
     assert_eq!(line["principal"], "spiffe://cluster.local/ns/web/sa/web");
 
-    assert_eq!(counter(&mesh, "meshguard_connections_total")?, 8);
-    assert_eq!(counter(&mesh, "meshguard_connections_allowed_total")?, 3);
+    // Allowed connections reach Envoy's stats on meshguard's 1 s tick: wait for them.
+    assert_eq!(mesh.envoy().wait_counter("meshguard_connections_total", 8)?, 8);
+    assert_eq!(mesh.envoy().wait_counter("meshguard_connections_allowed_total", 3)?, 3);
     assert_eq!(counter(&mesh, "meshguard_connections_denied_total")?, 5);
     assert_eq!(finding_counter(&mesh, "egress_sni_not_allowed", "enforced")?, 3);
     assert_eq!(finding_counter(&mesh, "egress_sni_missing", "enforced")?, 2);
@@ -337,7 +338,7 @@ fn egress_gateway_with_mtls_source_identity() -> Result<()> {
     assert_eq!(line["request"]["cluster"], "outbound|80||api.example.com");
     assert_eq!(finding_counter(&mesh, "egress_source_not_allowed", "enforced")?, 4);
     assert_eq!(finding_counter(&mesh, "egress_source_identity_missing", "enforced")?, 1);
-    assert_eq!(counter(&mesh, "meshguard_allowed_total")?, 3);
+    assert_eq!(mesh.envoy().wait_counter("meshguard_allowed_total", 3)?, 3);
     assert_eq!(counter(&mesh, "meshguard_denied_total")?, 6);
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::process::Command;
 use harness::client::{self, Response, TlsIdentity};
 use harness::mesh::{ensure_wasm, Mesh, MeshOptions, PolicyUpdate};
 use harness::Result;
-use meshguard_e2e::{decision_for, decisions, finding_counter, prom_counter};
+use meshguard_e2e::{decision_for, decisions, finding_counter, prom_counter, wait_prom_counter};
 use serde_json::{json, Value};
 
 fn root() -> std::path::PathBuf {
@@ -755,6 +755,7 @@ fn ordinary_traffic_passes_the_sidecar_preset_without_a_finding() -> Result<()> 
     );
     assert_eq!(prom_counter(&mesh, "meshguard_denied_total")?, 0);
     assert_eq!(prom_counter(&mesh, "meshguard_would_deny_total")?, 0);
-    assert_eq!(prom_counter(&mesh, "meshguard_allowed_total")?, answers.len() as u64);
+    // Allowed requests reach Envoy's stats on meshguard's 1 s tick: wait for them.
+    assert_eq!(wait_prom_counter(&mesh, "meshguard_allowed_total", answers.len() as u64)?, answers.len() as u64);
     Ok(())
 }

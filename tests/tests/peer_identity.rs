@@ -9,7 +9,7 @@
 use harness::client::{self, Request, TlsIdentity};
 use harness::mesh::{ensure_wasm, Mesh, MeshOptions, PolicyUpdate};
 use harness::Result;
-use meshguard_e2e::{decision_for, finding_counter, no_decision_for, prom_counter};
+use meshguard_e2e::{decision_for, finding_counter, no_decision_for, prom_counter, wait_prom_counter};
 use serde_json::{json, Value};
 
 const WEB: &str = "spiffe://cluster.local/ns/web/sa/web";
@@ -215,9 +215,13 @@ fn enforce_allows_the_right_workloads_and_denies_every_bad_identity_with_its_cod
 
     // The counters say the same.
     let denied = CASES.iter().filter(|c| c.denied.is_some()).count() as u64;
-    assert_eq!(prom_counter(&mesh, "meshguard_requests_total")?, CASES.len() as u64);
+    // The totals of allowed requests reach Envoy on meshguard's 1 s tick: wait for them.
+    assert_eq!(wait_prom_counter(&mesh, "meshguard_requests_total", CASES.len() as u64)?, CASES.len() as u64);
     assert_eq!(prom_counter(&mesh, "meshguard_denied_total")?, denied);
-    assert_eq!(prom_counter(&mesh, "meshguard_allowed_total")?, CASES.len() as u64 - denied);
+    assert_eq!(
+        wait_prom_counter(&mesh, "meshguard_allowed_total", CASES.len() as u64 - denied)?,
+        CASES.len() as u64 - denied
+    );
     assert_eq!(prom_counter(&mesh, "meshguard_would_deny_total")?, 0);
     assert_eq!(prom_counter(&mesh, "meshguard_errors_total")?, 0);
     for code in [
