@@ -44,7 +44,8 @@ impl Hasher for WordHasher {
     }
 }
 
-#[derive(Debug, Default)]
+/// Debug shows the size only: the keys are bearer tokens, which never reach a log.
+#[derive(Default)]
 pub struct TokenCache {
     capacity: usize,
     entries: HashMap<Box<[u8]>, Arc<Verified>, BuildHasherDefault<WordHasher>>,
@@ -53,6 +54,12 @@ pub struct TokenCache {
 impl std::fmt::Debug for WordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WordHasher")
+    }
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache").field("capacity", &self.capacity).field("entries", &self.entries.len()).finish()
     }
 }
 

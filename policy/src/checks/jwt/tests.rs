@@ -584,11 +584,24 @@ fn default_deny_and_bad_authority() {
 }
 
 #[test]
-fn the_token_never_reaches_a_finding() {
+fn the_token_never_reaches_a_finding_or_a_debug_print() {
     let t = mint("ES256", &with(claims(), json!({"exp": NOW - 1000})));
     let d = req("/api/x").bearer(&t).eval_with(check());
     let text = format!("{d:?}");
     assert!(!text.contains(&t) && !text.contains(t.split('.').nth(2).unwrap()), "{text}");
+    // A cached token is not in the check's Debug either (the cache prints its size only).
+    let t = mint("ES256", &claims());
+    assert_eq!(req("/api/x").bearer(&t).code(), None);
+    assert!(check().cached_tokens() > 0);
+    let text = format!("{:?}", check());
+    let as_bytes = format!("{:?}", &t.as_bytes()[..16]);
+    assert!(!text.contains(t.split('.').nth(2).unwrap()) && !text.contains(as_bytes.trim_end_matches(']')), "{text}");
+}
+
+#[test]
+fn the_check_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<JwtCheck>();
 }
 
 #[test]
