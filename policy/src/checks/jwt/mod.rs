@@ -9,6 +9,22 @@
 //! from another (RFC 8705 certificate binding, token-to-SPIFFE-ID binding).
 //!
 //! The check is pure: the time is handed in ([`JwtInput::now_unix_secs`]).
+//!
+//! # Wiring (not done yet)
+//!
+//! - Document: `PolicyDocument.jwt: Option<JwtDoc>`; compile with
+//!   `JwtCheck::compile(doc, policy.mode, "jwt", errs)`; evaluate after egress.
+//! - Request: every `authorization` value, the values of the other
+//!   [`JwtCheck::token_headers`], `:path` as received (query included), `:authority`,
+//!   `:method`, and the host's current time in seconds.
+//! - Properties, only when asked for: `connection.sha256_peer_certificate_digest` when
+//!   [`JwtCheck::needs_peer_certificate_digest`] (any rule whose `bind.certificate` is not
+//!   `ignore`: the default `ifPresent` counts), `connection.uri_san_peer_certificate` when
+//!   [`JwtCheck::needs_peer_uri_san`].
+//! - Deny: status [`JwtCheck::deny_status`] (401 by default) when the primary finding is a JWT
+//!   one. Mutations (forwarded-claim headers removed, then set; the token stripped) come in
+//!   [`Decision::mutations`], applied only when the request is not refused.
+//! - Logs: the token sources other than `authorization` must join the redacted headers.
 
 pub mod cache;
 pub mod doc;
