@@ -5,10 +5,7 @@
 //! is refused by name: it would put a shared secret, with which anyone who reads the plugin
 //! configuration can mint tokens, into the configuration. Private key members are refused too.
 
-use jwt_simple::prelude::{
-    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey,
-    RS384PublicKey, RS512PublicKey,
-};
+use jwt_simple::prelude::{ES256PublicKey, ES384PublicKey, Ed25519PublicKey, RS256PublicKey};
 use serde_json::{Map, Value};
 
 use super::verify::b64url_decode;
@@ -358,40 +355,42 @@ pub fn parse_jwks_json(json: &[u8], at: &str) -> Result<Vec<Jwk>, ConfigErrors> 
     }
 }
 
-/// Verify `signed` (`header.payload`) against `signature` with `key` for `alg`, through
-/// jwt-simple. `token` is the whole compact token (jwt-simple re-splits it). Only the signature
-/// is checked here: the claims were and are checked by the caller, with the time it was given.
-pub fn verify_signature(token: &str, key: &KeyMaterial, alg: Alg, max_len: usize) -> bool {
-    use jwt_simple::prelude::{
-        Duration, ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, NoCustomClaims, RSAPublicKeyLike,
-        VerificationOptions,
-    };
-    // jwt-simple validates claims with its own clock unless given a time: time 0 with no
-    // tolerance and `accept_future` turns every time check off (meshguard does them).
-    let options = || VerificationOptions {
-        accept_future: true,
-        time_tolerance: Some(Duration::from_secs(0)),
-        artificial_time: Some(Duration::from_secs(0)),
-        max_token_length: Some(max_len),
-        max_header_length: Some(max_len),
-        ..Default::default()
-    };
+/// Verify `signed` (`header.payload`, as sent) against the decoded `signature` with `key`
+/// for `alg`: the same primitives jwt-simple's `verify_token` calls, on the keys jwt-simple
+/// imported, without its token layer (whose claim parsing, generic instantiations per
+/// algorithm and `anyhow` errors with backtraces cost meshguard.wasm hundreds of KiB; the
+/// claims are checked by the caller anyway, with the time it was given).
+pub fn verify_signature(signed: &[u8], signature: &[u8], key: &KeyMaterial, alg: Alg) -> bool {
+    use jwt_simple::prelude::{ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, RSAPublicKeyLike};
+    use p256::ecdsa::signature::Verifier as _;
     match (key, alg) {
-        (KeyMaterial::Rsa { n, e }, Alg::RS256) => RS256PublicKey::from_components(n, e)
-            .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok()),
-        (KeyMaterial::Rsa { n, e }, Alg::RS384) => RS384PublicKey::from_components(n, e)
-            .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok()),
-        (KeyMaterial::Rsa { n, e }, Alg::RS512) => RS512PublicKey::from_components(n, e)
-            .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok()),
-        (KeyMaterial::Rsa { n, e }, Alg::PS256) => PS256PublicKey::from_components(n, e)
-            .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok()),
-        (KeyMaterial::Rsa { n, e }, Alg::PS384) => PS384PublicKey::from_components(n, e)
-            .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok()),
-        (KeyMaterial::Rsa { n, e }, Alg::PS512) => PS512PublicKey::from_components(n, e)
-            .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok()),
-        (KeyMaterial::P256(k), Alg::ES256) => k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok(),
-        (KeyMaterial::P384(k), Alg::ES384) => k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok(),
-        (KeyMaterial::Ed25519(k), Alg::EdDSA) => k.verify_token::<NoCustomClaims>(token, Some(options())).is_ok(),
+        (KeyMaterial::Rsa { n, e }, _) => {
+            use superboring::hash::MessageDigest;
+            use superboring::rsa::Padding;
+            let (digest, padding) = match alg {
+                Alg::RS256 => (MessageDigest::sha256(), Padding::PKCS1),
+                Alg::RS384 => (MessageDigest::sha384(), Padding::PKCS1),
+                Alg::RS512 => (MessageDigest::sha512(), Padding::PKCS1),
+                Alg::PS256 => (MessageDigest::sha256(), Padding::PKCS1_PSS),
+                Alg::PS384 => (MessageDigest::sha384(), Padding::PKCS1_PSS),
+                Alg::PS512 => (MessageDigest::sha512(), Padding::PKCS1_PSS),
+                Alg::ES256 | Alg::ES384 | Alg::EdDSA => return false,
+            };
+            let Ok(public) = RS256PublicKey::from_components(n, e) else { return false };
+            let Ok(pkey) = superboring::pkey::PKey::from_rsa(public.public_key().as_ref().clone()) else {
+                return false;
+            };
+            let Ok(mut verifier) = superboring::sign::Verifier::new(digest, &pkey) else { return false };
+            verifier.set_rsa_padding(padding).is_ok()
+                && verifier.update(signed).is_ok()
+                && verifier.verify(signature).unwrap_or(false)
+        }
+        (KeyMaterial::P256(k), Alg::ES256) => p256::ecdsa::Signature::try_from(signature)
+            .is_ok_and(|sig| k.public_key().as_ref().verify(signed, &sig).is_ok()),
+        (KeyMaterial::P384(k), Alg::ES384) => p384::ecdsa::Signature::try_from(signature)
+            .is_ok_and(|sig| k.public_key().as_ref().verify(signed, &sig).is_ok()),
+        (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_compact::Signature::from_slice(signature)
+            .is_ok_and(|sig| k.public_key().as_ref().verify(signed, &sig).is_ok()),
         _ => false,
     }
 }

@@ -699,3 +699,56 @@ fn the_cache_is_bounded() {
     assert_eq!(code_of(&req("/api/x").bearer(&mint("EdDSA", &claims())).eval_with(&c)), None);
     assert_eq!(c.cached_tokens(), 0);
 }
+
+/// Every algorithm meshguard accepts verifies (and a token signed for one key does not verify
+/// with another): RS256/384/512 and PS256/384/512 with one RSA key, ES384.
+#[test]
+fn every_supported_algorithm() {
+    let pem = include_str!("testdata/rsa-a.pem");
+    let other = include_str!("testdata/rsa-b.pem");
+    let es384 = ES384KeyPair::generate();
+    let mut rsa_jwk = jwk(keys().rsa.public_key().to_jwk(), "rsa");
+    rsa_jwk.as_object_mut().unwrap().remove("alg");
+    let doc = json!({
+        "providers": [{"id": "corp", "issuer": ISS, "audiences": [AUD],
+                       "jwks": {"keys": [rsa_jwk, jwk(es384.public_key().to_jwk(), "es384")]}}],
+        "rules": [{"id": "all", "require": {"providers": ["corp"]}}]
+    });
+    let check = compile(doc).unwrap();
+    let claims = || {
+        let mut c = Claims::with_custom_claims(super::tests::claims(), Duration::from_secs(0));
+        (c.issued_at, c.expires_at, c.invalid_before) = (None, None, None);
+        c
+    };
+    let mint_with = |alg: &str, pem: &str| -> String {
+        match alg {
+            "RS256" => RS256KeyPair::from_pem(pem).unwrap().with_key_id("rsa").sign(claims()).unwrap(),
+            "RS384" => RS384KeyPair::from_pem(pem).unwrap().with_key_id("rsa").sign(claims()).unwrap(),
+            "RS512" => RS512KeyPair::from_pem(pem).unwrap().with_key_id("rsa").sign(claims()).unwrap(),
+            "PS256" => PS256KeyPair::from_pem(pem).unwrap().with_key_id("rsa").sign(claims()).unwrap(),
+            "PS384" => PS384KeyPair::from_pem(pem).unwrap().with_key_id("rsa").sign(claims()).unwrap(),
+            "PS512" => PS512KeyPair::from_pem(pem).unwrap().with_key_id("rsa").sign(claims()).unwrap(),
+            other => panic!("{other}"),
+        }
+    };
+    for alg in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] {
+        let good = mint_with(alg, pem);
+        assert_eq!(code_of(&req("/x").bearer(&good).eval_with(&check)), None, "{alg}");
+        let bad = mint_with(alg, other);
+        assert_eq!(code_of(&req("/x").bearer(&bad).eval_with(&check)), Some("jwt_signature_invalid"), "{alg}");
+        // The same signature presented under another RSA algorithm.
+        let swapped_alg = if alg.starts_with("RS") { alg.replacen("RS", "PS", 1) } else { alg.replacen("PS", "RS", 1) };
+        let parts: Vec<&str> = good.split('.').collect();
+        let header = b64(json!({"alg": swapped_alg, "kid": "rsa", "typ": "JWT"}).to_string().as_bytes());
+        let t = format!("{header}.{}.{}", parts[1], parts[2]);
+        assert_eq!(
+            code_of(&req("/x").bearer(&t).eval_with(&check)),
+            Some("jwt_signature_invalid"),
+            "{alg} as {swapped_alg}"
+        );
+    }
+    let t = es384.with_key_id("es384").sign(claims()).unwrap();
+    assert_eq!(code_of(&req("/x").bearer(&t).eval_with(&check)), None, "ES384");
+    let bad = ES384KeyPair::generate().with_key_id("es384").sign(claims()).unwrap();
+    assert_eq!(code_of(&req("/x").bearer(&bad).eval_with(&check)), Some("jwt_signature_invalid"), "ES384");
+}

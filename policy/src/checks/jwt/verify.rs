@@ -1,9 +1,9 @@
 //! Token verification, in a fixed order: size (before any decoding), segments, base64url,
-//! the header (read here, before jwt-simple sees the token: `alg` allowed for the provider and
-//! fitting the selected key, `none`/HS* refused, a `kid` naming no key refused, `crit`
-//! refused, `jku`/`x5u`/`x5c`/`jwk` never used), then the signature (jwt-simple, pure Rust),
-//! then the claims with the time the caller hands in (`exp` required, `nbf`/`iat` with the
-//! skew), `iss`, `aud`.
+//! the header (read here: `alg` allowed for the provider and fitting the selected key,
+//! `none`/HS* refused, a `kid` naming no key refused, `crit` refused, `jku`/`x5u`/`x5c`/`jwk`
+//! never used), then the signature (on the keys jwt-simple imported, with the primitives its
+//! `verify_token` calls: see [`super::keys::verify_signature`]), then the claims with the time
+//! the caller hands in (`exp` required, `nbf`/`iat` with the skew), `iss`, `aud`.
 //!
 //! The provider is chosen by the token's (not yet verified) `iss`, as Envoy's jwt_authn does;
 //! the signature must then verify with that provider's keys, so a token cannot borrow another
@@ -188,12 +188,10 @@ pub fn verify(token: &[u8], providers: &[Provider], allowed: &[usize], max_len: 
             }
         }
     };
-    if s64.is_empty() || b64url_decode(s64).is_none() {
-        return Err(ReasonCode::JwtMalformed);
-    }
-    // Every byte is in the base64url alphabet or '.', so this is ASCII.
-    let text = std::str::from_utf8(token).map_err(|_| ReasonCode::JwtMalformed)?;
-    if !verify_signature(text, &key.material, alg, max_len) {
+    let signature = b64url_decode(s64).filter(|s| !s.is_empty()).ok_or(ReasonCode::JwtMalformed)?;
+    // The signed bytes are the first two segments as sent, with the dot between them.
+    let signed = token.get(..h64.len() + 1 + p64.len()).ok_or(ReasonCode::JwtMalformed)?;
+    if !verify_signature(signed, &signature, &key.material, alg) {
         return Err(ReasonCode::JwtSignatureInvalid);
     }
     Ok(Verified { provider: index, kid: kid.map(str::to_string), exp, nbf, iat, aud, claims })
