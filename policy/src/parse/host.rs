@@ -258,20 +258,20 @@ pub fn parse_host(raw: &[u8]) -> Result<Host, HostError> {
     if raw.contains(&b':') {
         return parse_ipv6(raw);
     }
-    let lower = raw.to_ascii_lowercase();
-    let host = lower.strip_suffix(b".").unwrap_or(&lower);
+    // Checked on the raw bytes, case-insensitively; one allocation, for the name itself.
+    let host = raw.strip_suffix(b".").unwrap_or(raw);
     if host.is_empty() {
         return Err(HostError::Empty);
     }
-    if !host.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')) {
+    if !host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
         return Err(HostError::BadChar);
     }
     if host.split(|&b| b == b'.').any(<[u8]>::is_empty) {
         return Err(HostError::EmptyLabel);
     }
     let last = host.rsplit(|&b| b == b'.').next().unwrap_or_default();
-    if is_numeric_part(last) {
-        return parse_ipv4(host).ok_or(HostError::BadIpv4);
+    if is_numeric_part(&last.to_ascii_lowercase()) {
+        return parse_ipv4(&host.to_ascii_lowercase()).ok_or(HostError::BadIpv4);
     }
     if host.len() > MAX_NAME_LEN {
         return Err(HostError::TooLong);
@@ -279,8 +279,8 @@ pub fn parse_host(raw: &[u8]) -> Result<Host, HostError> {
     if host.split(|&b| b == b'.').any(|l| l.len() > MAX_LABEL_LEN) {
         return Err(HostError::LabelTooLong);
     }
-    // Checked above: lowercase ASCII only.
-    Ok(Host::Name(String::from_utf8_lossy(host).into_owned()))
+    // Checked above: ASCII letters, digits, '-', '_' and '.' only.
+    Ok(Host::Name(host.iter().map(|&b| char::from(b.to_ascii_lowercase())).collect()))
 }
 
 fn parse_port(digits: &[u8]) -> Result<u16, HostError> {
