@@ -58,7 +58,7 @@ impl Context for TrapRequest {}
 
 impl HttpContext for TrapRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.get_http_request_header("x-trap").is_some() {
+        if self.get_http_request_header_bytes("x-trap").is_some() {
             panic!("trap requested by the x-trap header");
         }
         Action::Continue
