@@ -324,7 +324,7 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
     };
     let peer = Peer { mtls, uri_san: uri_san.as_deref() };
     let tls = mtls || (needs.tls && tls_property());
-    let cluster = if needs.cluster { properties::cluster_name() } else { None };
+    let cluster = if needs.cluster_on(direction) { properties::cluster_name() } else { None };
     // The workload comes from the node metadata, read once in on_configure: it is the proxy's
     // own and does not change.
     let view = RequestView::new(&headers, peer, direction)

@@ -23,10 +23,20 @@ pub struct Needs {
     pub tls: bool,
     /// `xds.listener_direction`.
     pub direction: bool,
-    /// `xds.cluster_name` (HTTP only).
+    /// `xds.cluster_name` (HTTP only), on listeners Envoy does not mark INBOUND...
     pub cluster: bool,
+    /// ...and on INBOUND ones too (egress `appliesTo: all`). See [`Needs::cluster_on`].
+    pub cluster_inbound: bool,
     /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
     pub workload: bool,
+}
+
+impl Needs {
+    /// Whether a request on a listener of this direction needs `xds.cluster_name`: a sidecar's
+    /// inbound requests do not when the egress check applies to outbound traffic only.
+    pub fn cluster_on(&self, direction: request::Direction) -> bool {
+        self.cluster && (self.cluster_inbound || direction != request::Direction::Inbound)
+    }
 }
 
 impl std::ops::BitOr for Needs {
@@ -39,6 +49,7 @@ impl std::ops::BitOr for Needs {
             tls: self.tls || o.tls,
             direction: self.direction || o.direction,
             cluster: self.cluster || o.cluster,
+            cluster_inbound: self.cluster_inbound || o.cluster_inbound,
             workload: self.workload || o.workload,
         }
     }

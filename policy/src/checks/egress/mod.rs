@@ -432,6 +432,7 @@ impl Check for EgressAllowlist {
             peer: self.needs_peer(),
             direction: true,
             cluster: true,
+            cluster_inbound: self.applies_to == AppliesTo::All,
             workload: self.needs_workload(),
             ..Needs::default()
         }

@@ -584,3 +584,17 @@ fn short_names_and_wildcards() {
     assert!(!covered_by_wildcard("example.com", "example.com"));
     assert!(!covered_by_wildcard("evilexample.com", "example.com"));
 }
+
+/// The cluster name is a host call per request: an inbound request does not need it when the
+/// check applies to outbound traffic only, and does at an egress gateway (`appliesTo: all`).
+#[test]
+fn the_cluster_is_needed_only_where_the_check_applies() {
+    use crate::Direction;
+    let outbound = egress(json!({"allow": [{"id": "a", "hosts": ["a.example.com"]}]})).needs();
+    assert!(outbound.cluster_on(Direction::Outbound) && outbound.cluster_on(Direction::Unspecified));
+    assert!(!outbound.cluster_on(Direction::Inbound));
+    let all = egress(json!({"appliesTo": "all", "allow": [{"id": "a", "hosts": ["a.example.com"]}]})).needs();
+    assert!(all.cluster_on(Direction::Inbound) && all.cluster_on(Direction::Outbound));
+    let none = policy(json!({"version": 1, "identity": {}})).needs();
+    assert!(!none.cluster_on(Direction::Outbound));
+}
