@@ -17,7 +17,7 @@ use crate::document::Action;
 use crate::error::ConfigErrors;
 use crate::matchers::route::{RouteInput, RouteMatch};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
-use crate::parse::xfcc::element_uris;
+use crate::parse::xfcc::first_uris;
 use crate::reason::ReasonCode;
 use crate::view::request::{Direction, RequestView};
 use crate::view::Needs;
@@ -80,8 +80,8 @@ impl PeerIdentity {
                 // `uri: true`, the element Envoy appended to XFCC lists them all: when the last
                 // element describes this very certificate, make sure it is the only URI. This can
                 // only ever deny, so a forged element gains a client nothing.
-                if let Some(Ok(mut uris)) = req.xfcc().ok().and_then(|e| e.last).map(element_uris) {
-                    if uris.next().as_deref() == Some(uri) && uris.next().is_some() {
+                if let Some(Ok([first, second])) = req.xfcc().ok().and_then(|e| e.last).map(first_uris) {
+                    if first.as_deref() == Some(uri) && second.is_some() {
                         return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE));
                     }
                 }
@@ -95,12 +95,12 @@ impl PeerIdentity {
                 if !req.peer.mtls {
                     return if self.require { Err((ReasonCode::PeerIdentityMissing, REQUIRE)) } else { Ok(None) };
                 }
-                let mut uris = match req.xfcc().map(|e| e.last.map(element_uris)) {
+                let [first, second] = match req.xfcc().map(|e| e.last.map(first_uris)) {
                     Ok(Some(Ok(uris))) => uris,
                     Ok(None) if !self.require => return Ok(None),
                     Ok(None | Some(Err(_))) | Err(_) => return Err((ReasonCode::PeerIdentityXfccInvalid, SOURCE)),
                 };
-                match (uris.next(), uris.next()) {
+                match (first, second) {
                     (None, _) if !self.require => return Ok(None),
                     (None, _) => return Err((ReasonCode::PeerIdentityNoUriSan, REQUIRE)),
                     (Some(_), Some(_)) => return Err((ReasonCode::PeerIdentityMultipleUriSans, REQUIRE)),
