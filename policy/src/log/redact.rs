@@ -12,6 +12,8 @@
 //! (`queryShape`), and a line whose redaction could change a decision is marked
 //! `"replayable": false` by the caller.
 
+use super::text;
+
 /// What replaces a redacted value (or part of one).
 pub const REDACTED: &str = "[redacted]";
 
@@ -116,10 +118,6 @@ fn is_uuid(s: &[u8]) -> bool {
         && s.iter()
             .enumerate()
             .all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { *b == b'-' } else { b.is_ascii_hexdigit() })
-}
-
-fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).into_owned()
 }
 
 /// A path (no query: the caller cut it) for the log: an encoded query (`%3F...`) cut, path
