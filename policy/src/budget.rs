@@ -25,13 +25,14 @@
 //! | principals / sources | one trie walk over the ID's segments (O(segments)), independent of the count | ≤ 2 branches per segment |
 //! | exact / prefix paths | one compare each, at most the pattern's length | ≤ 10,000 × 1,024 B = 10 MB of memcmp (< 1 ms) |
 //! | methods | one compare each | ≤ 10,000 in all |
-//! | path regexes | regex-lite's PikeVM: O(m · n), measured 1.1 ns × compiled bytes × path bytes (an unanchored `(?:.{82})x`, 4 KiB compiled, on an 8 KiB path: 38 ms) | ≤ 32 regexes, ≤ 4 KiB each, ≤ 16 KiB in all: worst case ~75 ms on a 4 KiB path (`gateway-strict`'s `pathLength`), ~150 ms on 8 KiB (`sidecar`), ~1.1 s on Envoy's 60 KiB header limit |
+//! | path regexes | regex-lite's PikeVM: O(m · n), measured 1.1–1.3 ns × compiled bytes × path bytes (an unanchored `(?:.{82})x`, 4 KiB compiled, on an 8 KiB path: 38 ms) | ≤ 32 regexes, ≤ 4 KiB each, ≤ 16 KiB in all; per request at most [`REGEX_WORK_LIMIT`] (4 Mi) compiled bytes × path bytes in all: measured ≤ 6 ms natively whatever the policy and the request (`benches/budget.rs`: 4 × `(?:.{82})x` on a 256-byte path; a 1,025-byte path stops after the first: 7 µs) |
 //!
-//! The regex row is not yet capped per request: the remaining bound is the path length, which
-//! the hygiene `pathLength` guard (or Envoy's `max_request_headers_kb`) sets. A request-time cap
-//! (regexes run on at most a few KiB of path; a longer path counts as matched by a deny rule
-//! and as covered-but-not-admitted by an allow rule, so that both fail closed) needs a
-//! three-valued route match in the identity check: see issue 10's notes.
+//! The regex row is capped per request: a regex whose run would take the request past the cap
+//! is not run, and the request is *undecided* for the rules whose paths hinge on it
+//! ([`crate::matchers::route::Match`]),
+//! and every check reads that in the fail-closed direction: an identity deny rule applies, an
+//! identity allow rule does not admit (`peer_identity_route_undecided` when nothing else
+//! decides), a JWT requirement holds.
 //!
 //! Typical path regexes are far below the limits: `^/v[0-9]+/items$` compiles to 512 B,
 //! `^/api/v[0-9]+/users/[^/]+/orders/[0-9]+$` to 1.1 KiB, a UUID matcher to 2.9 KiB. The
@@ -49,6 +50,14 @@ use crate::matchers::route::PathMatchDoc;
 pub const REGEX_SIZE_LIMIT: usize = 4 * 1024;
 /// regex-lite's `nest_limit`: how deeply groups and repetitions may nest.
 pub const REGEX_NEST_LIMIT: u32 = 32;
+/// The per-request cap of the regex matcher, in work units: one regex run on an `n`-byte
+/// canonical path costs its compiled size × `n` (regex-lite's PikeVM is O(size · n)), and the
+/// runs of one request, over every rule of every check, may cost this much in all. A regex
+/// past the cap is not run: the request is *undecided* for the rules whose paths hinge on it,
+/// and every check fails closed on it (`peer_identity_route_undecided`; a JWT requirement
+/// holds). 4 Mi units is a 1 KiB regex on a 4 KiB path, or 32 ordinary 1 KiB regexes on
+/// 128-byte paths; `benches/budget.rs` measures the worst case it allows.
+pub const REGEX_WORK_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// The limits of one policy document.
 pub mod limits {

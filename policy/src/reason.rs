@@ -75,6 +75,10 @@ reason_codes! {
     /// Rules name hosts and the request's authority is not a host (userinfo, a bad port, a
     /// character no host has, a non-canonical IP spelling): it could not be matched safely.
     PeerIdentityAuthorityInvalid => "peer_identity_authority_invalid", PeerIdentity;
+    /// A rule's paths hinge on a regex and the canonical path is longer than the regex matcher's
+    /// per-request cap (2 KiB): the rule could not be decided, so it was read the fail-closed
+    /// way (a deny rule applies, an allow rule does not admit).
+    PeerIdentityRouteUndecided => "peer_identity_route_undecided", PeerIdentity;
     /// Content-Length repeated, comma-merged or not a decimal number: two parsers can frame the body differently.
     HygieneContentLengthInvalid => "hygiene_content_length_invalid", Hygiene;
     /// Transfer-Encoding other than exactly `chunked`, or together with Content-Length (CL.TE / TE.CL smuggling).

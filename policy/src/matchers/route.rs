@@ -1,5 +1,7 @@
 //! Route matching: which requests a rule is about (host, canonical path, method).
 
+use std::cell::Cell;
+
 use serde::Deserialize;
 
 use crate::error::ConfigErrors;
@@ -48,6 +50,9 @@ pub struct RouteInput<'a> {
     /// The canonical path (see [`crate::parse::path`]).
     pub path: &'a [u8],
     pub method: &'a [u8],
+    /// The path-regex work this request has cost so far, shared by every rule of every check
+    /// (see [`crate::budget::REGEX_WORK_LIMIT`]).
+    pub regex_work: &'a Cell<u64>,
 }
 
 #[derive(Debug)]
@@ -55,17 +60,127 @@ enum PathMatcher {
     Exact(Vec<u8>),
     /// Segment-aware unless the prefix ends with `/`.
     Prefix(Vec<u8>),
-    Regex(regex_lite::Regex),
+    /// A regex, and the literal text its matches must start with (empty unless the pattern
+    /// is anchored with `^` and opens with plain characters): a path without that prefix is
+    /// decided without running the regex, whatever its length.
+    Regex(Box<CompiledRegex>),
+}
+
+#[derive(Debug)]
+struct CompiledRegex {
+    re: regex_lite::Regex,
+    prefix: Vec<u8>,
+    /// Its compiled size (bytes, as regex-lite counts them): one run on an `n`-byte path costs
+    /// up to `size × n` work units.
+    size: u64,
+}
+
+/// The literal prefix every match of `pattern` starts with: the plain characters after a
+/// leading `^`, up to the first character with a meaning in regex syntax (a character that a
+/// quantifier follows is not part of it). Conservative: empty when unsure.
+fn literal_prefix(pattern: &str) -> Vec<u8> {
+    let Some(rest) = pattern.strip_prefix('^') else { return Vec::new() };
+    if has_top_level_alternation(rest) {
+        return Vec::new();
+    }
+    let bytes = rest.as_bytes();
+    let mut end = 0;
+    while let Some(&b) = bytes.get(end) {
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'/' | b'-' | b'_' | b'~' | b'%' | b'=' | b',' | b';' | b':' | b'@' | b'!' | b'&' | b'\'' | b'#' | b' '
+            )
+        {
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    // `^/ab?` or `^/ab*`: the last plain character is quantified.
+    if matches!(bytes.get(end), Some(b'?' | b'*' | b'{')) {
+        end = end.saturating_sub(1);
+    }
+    bytes.get(..end).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// Whether `pattern` has a `|` outside every group (or cannot be read: unbalanced groups).
+fn has_top_level_alternation(pattern: &str) -> bool {
+    let mut depth = 0usize;
+    let mut bytes = pattern.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                bytes.next();
+            }
+            b'[' => {
+                // A class: `]` right after `[` or `[^` is a literal; escapes are skipped.
+                let mut first = true;
+                loop {
+                    match bytes.next() {
+                        None => return true,
+                        Some(b'\\') => {
+                            bytes.next();
+                        }
+                        Some(b'^') if first => continue,
+                        Some(b']') if !first => break,
+                        Some(_) => {}
+                    }
+                    first = false;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            b'|' if depth == 0 => return true,
+            _ => {}
+        }
+    }
+    depth != 0
+}
+
+/// Whether a rule's route covers a request. Three-valued because one matcher has a per-request
+/// cost cap: the path regexes one request runs may cost at most
+/// [`crate::budget::REGEX_WORK_LIMIT`] in all, and a regex past it is not run: the request is
+/// [`Match::Undecided`] for a rule whose path list hinges on it. Each check then fails closed in
+/// its own terms (a deny rule applies, an allow rule does not admit, a token requirement holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    No,
+    Yes,
+    /// The route may cover the request; a capped regex would have to decide.
+    Undecided,
+}
+
+impl Match {
+    /// Whether the route covers the request or may cover it (the fail-closed reading for a
+    /// rule that only adds requirements).
+    pub fn may(self) -> bool {
+        self != Match::No
+    }
 }
 
 impl PathMatcher {
-    fn matches(&self, path: &[u8]) -> bool {
+    fn matches(&self, path: &[u8], work: &Cell<u64>) -> Match {
+        let yes = |b: bool| if b { Match::Yes } else { Match::No };
         match self {
-            PathMatcher::Exact(p) => path == p.as_slice(),
+            PathMatcher::Exact(p) => yes(path == p.as_slice()),
             PathMatcher::Prefix(p) => {
-                path.starts_with(p) && (p.ends_with(b"/") || path.len() == p.len() || path.get(p.len()) == Some(&b'/'))
+                yes(path.starts_with(p)
+                    && (p.ends_with(b"/") || path.len() == p.len() || path.get(p.len()) == Some(&b'/')))
             }
-            PathMatcher::Regex(re) => re.is_match(&String::from_utf8_lossy(path)),
+            PathMatcher::Regex(r) if !path.starts_with(&r.prefix) => Match::No,
+            PathMatcher::Regex(r) => {
+                let cost = r.size.saturating_mul(path.len() as u64);
+                let total = work.get().saturating_add(cost);
+                if total > crate::budget::REGEX_WORK_LIMIT {
+                    return Match::Undecided;
+                }
+                work.set(total);
+                yes(r.re.is_match(&String::from_utf8_lossy(path)))
+            }
         }
     }
 }
@@ -107,11 +222,25 @@ impl RouteMatch {
         !self.hosts.is_empty()
     }
 
-    pub fn matches(&self, input: &RouteInput<'_>) -> bool {
+    /// Whether the route covers the request: host, then method, then paths (regexes last, and
+    /// within the request's [`crate::budget::REGEX_WORK_LIMIT`]).
+    pub fn matches(&self, input: &RouteInput<'_>) -> Match {
         let host_ok = !self.has_hosts() || input.host.is_some_and(|host| self.hosts.covers(host));
-        host_ok
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(input.path)))
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m.as_slice() == input.method))
+        if !host_ok || !(self.methods.is_empty() || self.methods.iter().any(|m| m.as_slice() == input.method)) {
+            return Match::No;
+        }
+        if self.paths.is_empty() {
+            return Match::Yes;
+        }
+        let mut answer = Match::No;
+        for p in &self.paths {
+            match p.matches(input.path, input.regex_work) {
+                Match::Yes => return Match::Yes,
+                Match::Undecided => answer = Match::Undecided,
+                Match::No => {}
+            }
+        }
+        answer
     }
 }
 
@@ -160,7 +289,12 @@ fn compile_path(p: &PathMatchDoc, at: &str, errs: &mut ConfigErrors) -> Option<P
             .nest_limit(crate::budget::REGEX_NEST_LIMIT)
             .build();
         return match built {
-            Ok(re) => Some(PathMatcher::Regex(re)),
+            Ok(re) => {
+                // Measured within the limit the regex just compiled under, so never `None` here;
+                // the limit itself is the safe answer if it were.
+                let size = crate::budget::regex_compiled_size(v).unwrap_or(crate::budget::REGEX_SIZE_LIMIT);
+                Some(PathMatcher::Regex(Box::new(CompiledRegex { re, prefix: literal_prefix(v), size: size as u64 })))
+            }
             Err(e) => {
                 errs.push(
                     format!("{at}.regex"),
@@ -197,7 +331,7 @@ mod tests {
         let pairs: Vec<(&[u8], &[u8])> =
             vec![(b":authority", authority.as_bytes()), (b":path", path.as_bytes()), (b":method", method.as_bytes())];
         let view = crate::view::RequestView::new(&pairs, crate::view::request::Peer::default(), Default::default());
-        m.matches(&view.route_input())
+        m.matches(&view.route_input()) == Match::Yes
     }
 
     #[test]
@@ -236,6 +370,29 @@ mod tests {
         let m = route(r#"{"paths": [{"prefix": "/api/"}]}"#).unwrap();
         assert!(hit(&m, "h", "/api/x", "GET"));
         assert!(!hit(&m, "h", "/api", "GET"));
+    }
+
+    #[test]
+    fn a_regex_literal_prefix_is_conservative() {
+        let p = |s: &str| String::from_utf8(literal_prefix(s)).unwrap();
+        assert_eq!(p("^/items/[0-9]+$"), "/items/");
+        assert_eq!(p("^/v1/x$"), "/v1/x");
+        assert_eq!(p("^/ab?c"), "/a");
+        assert_eq!(p("^/ab*"), "/a");
+        assert_eq!(p("^/a{2}"), "/");
+        assert_eq!(p("^/a+"), "/a", "a+ still starts with one a");
+        assert_eq!(p("^/a|^/b"), "", "alternation: unsure");
+        assert_eq!(p("^/a(b|c)|x"), "");
+        assert_eq!(p("^/api/(users|orders)/[0-9]+$"), "/api/");
+        assert_eq!(p("^/api/[|]x"), "/api/");
+        assert_eq!(p("^/api/[]|]x"), "/api/");
+        assert_eq!(p("^/api/\\|x"), "/api/");
+        assert_eq!(p("^/api/(x"), "", "unbalanced: unsure");
+        assert_eq!(p("^(?i)/admin"), "");
+        assert_eq!(p("/items"), "", "unanchored");
+        assert_eq!(p("^/a.b"), "/a");
+        assert_eq!(p("^/a\\.b"), "/a");
+        assert_eq!(p("^/a(b)?"), "/a");
     }
 
     #[test]

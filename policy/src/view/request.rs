@@ -2,7 +2,7 @@
 //! assumed to be UTF-8.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use crate::matchers::route::RouteInput;
 use crate::parse::host::{parse_authority, Authority, Host, HostError};
@@ -86,6 +86,8 @@ struct Facts<'a> {
     canonical_path: OnceCell<Cow<'a, [u8]>>,
     target: OnceCell<PathFacts>,
     xfcc: OnceCell<Result<Elements<'a>, XfccError>>,
+    /// The path-regex work this request has cost so far (see [`crate::budget::REGEX_WORK_LIMIT`]).
+    regex_work: Cell<u64>,
 }
 
 /// The pseudo-headers and the few headers every check may ask for, from one pass.
@@ -226,7 +228,12 @@ impl<'a> RequestView<'a> {
 
     /// Host, canonical path and method, for route rules.
     pub fn route_input(&self) -> RouteInput<'_> {
-        RouteInput { host: self.host_key(), path: self.canonical_path(), method: self.method() }
+        RouteInput {
+            host: self.host_key(),
+            path: self.canonical_path(),
+            method: self.method(),
+            regex_work: &self.facts.regex_work,
+        }
     }
 }
 

@@ -74,7 +74,7 @@ use crate::decision::{Decision, Finding};
 use crate::error::ConfigErrors;
 use crate::matchers::hosts::HostTable;
 use crate::matchers::principals::PrincipalSet;
-use crate::matchers::route::{RouteInput, RouteMatch, RouteMatchDoc};
+use crate::matchers::route::{Match, RouteInput, RouteMatch, RouteMatchDoc};
 use crate::parse::cluster::{parse_cluster, Cluster, ClusterHost};
 use crate::parse::host::{parse_host, Host, HostClass, HostPattern};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
@@ -245,12 +245,12 @@ impl EgressAllowlist {
             _ => {}
         }
         if let Some(methods) = &rule.methods {
-            if !s.route.is_some_and(|r| methods.matches(r)) {
+            if !s.route.is_some_and(|r| methods.matches(r) == Match::Yes) {
                 return Err(Miss::Method);
             }
         }
         if let Some(paths) = &rule.paths {
-            if !s.route.is_some_and(|r| paths.matches(r)) {
+            if !s.route.is_some_and(|r| paths.matches(r) == Match::Yes) {
                 return Err(Miss::Path);
             }
         }

@@ -230,6 +230,17 @@ fn ports_methods_and_canonical_paths() {
     }
 }
 
+#[test]
+fn a_path_regex_over_the_per_request_cap_does_not_admit() {
+    let p = egress(json!({"allow": [
+        {"id": "items", "hosts": ["api.example.com"], "paths": [{"regex": "^/items/[0-9]+$"}]},
+    ]}));
+    let digits = |n: usize| format!("/items/{}", "1".repeat(n));
+    assert_eq!(Req::to("api.example.com").path(&digits(100)).code(&p), None);
+    // 64 KiB of path times the regex's compiled size is over the cap on every target.
+    assert_eq!(Req::to("api.example.com").path(&digits(64 * 1024)).code(&p), Some(ReasonCode::EgressPathNotAllowed));
+}
+
 const WEB: &str = "spiffe://cluster.local/ns/web/sa/web";
 const BATCH: &str = "spiffe://cluster.local/ns/batch/sa/batch";
 

@@ -15,7 +15,7 @@ use crate::checks::{builtin, Check, Context, RuleIds};
 use crate::decision::{Decision, Finding};
 use crate::document::Action;
 use crate::error::ConfigErrors;
-use crate::matchers::route::{RouteInput, RouteMatch};
+use crate::matchers::route::{Match, RouteInput, RouteMatch};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::parse::xfcc::first_uris;
 use crate::reason::ReasonCode;
@@ -132,29 +132,43 @@ impl PeerIdentity {
             }
         }
         let mut first_allow: Option<&str> = None;
+        let mut undecided: Option<&str> = None;
         let mut allowed = false;
         for rule in self.rules.iter().filter(|r| include_dry_run || r.enforced) {
-            if !rule.route.matches(input) {
-                continue;
-            }
+            // An undecided route (a regex over its per-request cap) is read the fail-closed
+            // way: a deny rule applies, an allow rule does not admit.
+            let covered = match rule.route.matches(input) {
+                Match::No => continue,
+                Match::Yes => true,
+                Match::Undecided => false,
+            };
             match rule.action {
                 Action::Deny if rule.admits(principal) => {
-                    return RouteOutcome::Deny(&rule.id, ReasonCode::PeerIdentityPrincipalDenied)
+                    let code = if covered {
+                        ReasonCode::PeerIdentityPrincipalDenied
+                    } else {
+                        ReasonCode::PeerIdentityRouteUndecided
+                    };
+                    return RouteOutcome::Deny(&rule.id, code);
                 }
                 Action::Deny => {}
-                Action::Allow => {
+                Action::Allow if covered => {
                     first_allow.get_or_insert(&rule.id);
                     allowed |= rule.admits(principal);
                 }
+                Action::Allow => {
+                    undecided.get_or_insert(&rule.id);
+                }
             }
         }
-        match (allowed, first_allow) {
-            (true, _) => RouteOutcome::Allow,
-            (false, Some(rule)) => RouteOutcome::Deny(rule, ReasonCode::PeerIdentityPrincipalNotAllowed),
-            (false, None) if self.default_deny => {
+        match (allowed, undecided, first_allow) {
+            (true, _, _) => RouteOutcome::Allow,
+            (false, Some(rule), _) => RouteOutcome::Deny(rule, ReasonCode::PeerIdentityRouteUndecided),
+            (false, None, Some(rule)) => RouteOutcome::Deny(rule, ReasonCode::PeerIdentityPrincipalNotAllowed),
+            (false, None, None) if self.default_deny => {
                 RouteOutcome::Deny(builtin::IDENTITY_DEFAULT_ACTION, ReasonCode::PeerIdentityNoMatchingRule)
             }
-            (false, None) => RouteOutcome::Allow,
+            (false, None, None) => RouteOutcome::Allow,
         }
     }
     pub fn applies_to(&self) -> IdentityAppliesTo {

@@ -180,6 +180,39 @@ fn deny_beats_allow_and_allow_lists_close_the_route() {
 }
 
 #[test]
+fn a_path_over_the_regex_cap_is_decided_the_fail_closed_way() {
+    let p = policy(json!({
+        "version": 1,
+        "identity": {
+            "rules": [
+                {"id": "no-batch-exports", "action": "deny", "match": {"paths": [{"regex": "^/exports/[a-z]+$"}]}, "principals": ["spiffe://cluster.local/ns/batch/sa/*"]},
+                {"id": "web-items", "action": "allow", "match": {"paths": [{"regex": "^/items/[0-9]+$"}]}, "principals": ["spiffe://cluster.local/ns/web/sa/*"]},
+                {"id": "ops-items", "action": "allow", "match": {"paths": [{"prefix": "/items"}]}, "principals": ["spiffe://cluster.local/ns/ops/sa/*"]}
+            ]
+        }
+    }));
+    let get = |path: &str, who: &str| Req::new("GET", path).mtls(Some(who)).eval(&p).0;
+    // Far within the cap (a few hundred bytes of compiled regex on a short path), the regexes
+    // run as usual; far over it (the same regex on 64 KiB, on every target), they do not.
+    let short = |prefix: &str| format!("{prefix}{}", "1".repeat(100));
+    let long = |prefix: &str| format!("{prefix}{}", "1".repeat(64 * 1024));
+    assert_eq!(get(&short("/items/"), WEB), None);
+    assert_eq!(get(&short("/exports/"), BATCH), None, "digits: the deny regex does not match");
+    assert_eq!(get(&format!("/exports/{}", "a".repeat(100)), BATCH), Some(ReasonCode::PeerIdentityPrincipalDenied));
+    // Over it, a deny rule that could match applies...
+    assert_eq!(get(&long("/exports/"), BATCH), Some(ReasonCode::PeerIdentityRouteUndecided));
+    assert_eq!(Req::new("GET", &long("/exports/")).mtls(Some(BATCH)).rule(&p).as_deref(), Some("no-batch-exports"));
+    // ...and an allow rule that could match does not admit, even its own principals,
+    assert_eq!(get(&long("/items/"), WEB), Some(ReasonCode::PeerIdentityRouteUndecided));
+    assert_eq!(Req::new("GET", &long("/items/")).mtls(Some(WEB)).rule(&p).as_deref(), Some("web-items"));
+    // unless a rule that needs no regex admits the caller.
+    assert_eq!(get(&long("/items/"), ADMIN), None);
+    // A regex whose literal prefix the path lacks is decided without running, at any length.
+    assert_eq!(get(&long("/other/"), WEB), None);
+    assert_eq!(get(&long("/other/"), BATCH), None);
+}
+
+#[test]
 fn a_malformed_authority_cannot_step_around_host_rules() {
     // Ops may call the admin API of api.*; nobody else. On a sidecar every Host reaches the app
     // (one catch-all virtual host), so a Host that no host rule can match must not fall through

@@ -256,7 +256,8 @@ impl JwtCheck {
         // computed here with the same readers the view uses.
         let host = crate::parse::host::parse_authority(input.authority).ok().and_then(|a| a.host.match_key());
         let path = crate::parse::path::canonical(input.path);
-        let route = RouteInput { host: host.as_deref(), path: &path, method: input.method };
+        let regex_work = std::cell::Cell::new(0);
+        let route = RouteInput { host: host.as_deref(), path: &path, method: input.method, regex_work: &regex_work };
         // Rules in dry-run never change the enforced outcome: the enforced decision comes from
         // the enforcing rules alone, and a shadow pass with every rule shows what enforcing the
         // dry-run ones would do. A check in dry-run has one pass, with every rule.
@@ -331,7 +332,7 @@ impl JwtCheck {
                 return Outcome::Deny(&rule.id, ReasonCode::JwtAuthorityInvalid);
             }
         }
-        match rules.find(|r| r.route.matches(route)) {
+        match rules.find(|r| r.route.matches(route).may()) {
             Some(rule) => match self.check_rule(rule, input) {
                 Ok(v) => Outcome::Allow(v),
                 Err(code) => Outcome::Deny(&rule.id, code),
