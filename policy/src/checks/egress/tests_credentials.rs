@@ -269,3 +269,16 @@ fn built_in_names_are_lowercase_and_unique() {
         }
     }
 }
+
+#[test]
+fn configured_names_are_within_the_budget() {
+    let names: Vec<String> = (0..65).map(|i| format!("x-key-{i}")).collect();
+    let e = errors(
+        json!({"version": 1, "egress": {"credentials": {"headers": names}, "allow": [{"id": "a", "hosts": ["a.com"]}]}}),
+    );
+    assert!(e.iter().any(|m| m.starts_with("egress.credentials.headers[64]") && m.contains("budget")), "{e:?}");
+    let names: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    policy(
+        json!({"version": 1, "egress": {"credentials": {"queryParams": names}, "allow": [{"id": "a", "hosts": ["a.com"]}]}}),
+    );
+}
