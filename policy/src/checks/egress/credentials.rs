@@ -314,7 +314,11 @@ impl Credentials {
     }
 
     fn query_has_credential(&self, target: &[u8]) -> bool {
-        let Some(q) = target.iter().position(|&b| b == b'?') else { return false };
+        // The query starts at the first `?` that comes before any `#`.
+        let Some(q) = target.iter().position(|&b| b == b'?' || b == b'#') else { return false };
+        if target.get(q) != Some(&b'?') {
+            return false;
+        }
         let query = target.get(q + 1..).unwrap_or_default();
         let query = query.split(|&b| b == b'#').next().unwrap_or_default();
         query.split(|&b| b == b'&' || b == b';').any(|param| {
