@@ -275,3 +275,55 @@ fn the_demo_curl_lines_do_what_they_say() -> Result<()> {
 fn ctx_of(mesh: &Mesh, resp: &Response) -> String {
     format!("{resp:?}\n{}", mesh.access_log())
 }
+
+/// At an egress gateway (`appliesTo: all`, sources proven by the mTLS certificate), the same
+/// rules: the credential headers a sidecar forwards are stripped before the request leaves
+/// the mesh, or the request is refused.
+#[test]
+fn the_egress_gateway_scopes_credentials_too() -> Result<()> {
+    let policy = json!({
+        "version": 1,
+        "egress": {
+            "appliesTo": "all",
+            "sourceIdentity": "peerCertificate",
+            "credentials": {"default": "deny"},
+            "allow": [
+                {"id": "web-api", "hosts": ["api.example.com"], "sources": ["spiffe://cluster.local/ns/web/sa/web"], "credentials": "allow"},
+                {"id": "partner", "hosts": ["partner.example.org"], "credentials": "strip"},
+                {"id": "telemetry", "hosts": ["telemetry.example.org"]},
+            ]
+        }
+    });
+    let mesh = Mesh::start(MeshOptions {
+        wasm: Some(ensure_wasm()?),
+        kind: MeshKind::EgressGateway,
+        ..MeshOptions::with_policy(policy.to_string())
+    })?;
+    let tls = harness::client::TlsIdentity::workload(mesh.pki(), "web")?;
+    let bearer = format!("Bearer {SECRET}");
+    let send = |authority: &str| {
+        let req = Request::new("GET", "/v1/x")
+            .with_authority(authority)
+            .with_header("authorization", &bearer)
+            .with_header("x-api-key", SECRET);
+        client::send(mesh.listener_addr(), Some(&tls), &req)
+    };
+    let resp = send("api.example.com")?;
+    assert_eq!(resp.status, 200, "{}", ctx_of(&mesh, &resp));
+    assert_eq!(received(&resp, "authorization")?, vec![bearer.clone()]);
+    assert_eq!(received(&resp, "x-api-key")?, vec![SECRET.to_string()]);
+    let resp = send("partner.example.org")?;
+    assert_eq!(resp.status, 200, "{}", ctx_of(&mesh, &resp));
+    assert_eq!(received(&resp, "authorization")?, Vec::<String>::new(), "{}", ctx_of(&mesh, &resp));
+    assert_eq!(received(&resp, "x-api-key")?, Vec::<String>::new());
+    let before = mesh.echo().request_count();
+    let resp = send("telemetry.example.org")?;
+    assert_eq!(resp.status, 403, "{}", ctx_of(&mesh, &resp));
+    assert_eq!(resp.json()?["code"], "egress_credentials_not_allowed");
+    assert_eq!(mesh.echo().request_count(), before);
+    assert_eq!(mesh.envoy().wait_counter("meshguard_denied_total", 1)?, 1);
+    assert_eq!(finding_counter(&mesh, "egress_credentials_stripped", "enforced")?, 1);
+    assert_eq!(finding_counter(&mesh, "egress_credentials_not_allowed", "enforced")?, 1);
+    assert!(!mesh.envoy().log_contents().contains(SECRET));
+    Ok(())
+}
