@@ -91,6 +91,9 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
             "    curl -s -H 'Host: 0x7f.1' http://{http}/                                  # egress_localhost"
         );
         crate::outln!("    curl -s -H 'Host: upload.example.com' -X POST http://{http}/incoming/x    # would_deny (uploads-trial, dry-run)");
+        for line in credential_lines(&http.to_string()) {
+            crate::outln!("{line}");
+        }
         if let (Some(tls), Some(internet)) = (mesh.tls_listener_addr(), mesh.tls_echo()) {
             let ca = internet.ca_cert().display();
             crate::outln!("    openssl s_client -quiet -connect {tls} -servername api.example.com -CAfile {ca}   # echoes what you type");
@@ -99,4 +102,15 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
         crate::outln!("decision log:");
     }
     crate::demo::follow_until_stopped(mesh, json_out)
+}
+
+/// The curl lines that show credential scoping (`egress.yaml`: `credentials.default: deny`).
+pub fn credential_lines(http: &str) -> Vec<String> {
+    vec![
+        "  credentials (egress.credentials.default: deny; the echo answers with the headers it received):".to_string(),
+        format!("    curl -s -H 'Host: api.example.com' -H 'x-partner-key: k-123' http://{http}/v1/items            # allowed: the key arrives (web-api: credentials allow)"),
+        format!("    curl -s -H 'Host: telemetry.example.net' -H 'Authorization: Bearer t0k' -X POST http://{http}/v1/traces   # egress_credentials_not_allowed"),
+        format!("    curl -s -H 'Host: telemetry.example.net' -X POST 'http://{http}/v1/traces?access_token=t0k'    # egress_credentials_in_query"),
+        format!("    curl -s -H 'Host: img.cdn.example.com' -H 'Cookie: sid=1' http://{http}/assets/logo.png       # 200, no cookie arrives: egress_credentials_stripped"),
+    ]
 }

@@ -6,7 +6,12 @@
 //!   segments) and set of principals, with the methods they used; `defaultAction: deny`, so a
 //!   route nobody was seen calling is refused;
 //! - egress: one allow rule per source identity and port, with the hosts it reached (and
-//!   `passthrough: true` where Envoy routed to PassthroughCluster).
+//!   `passthrough: true` where Envoy routed to PassthroughCluster). When the policy scopes
+//!   credentials (`egress.credentials.default` is `deny` or `strip`), the hosts that were sent
+//!   credentials (a credential header by name, or an `egress_credentials_*` finding) get a rule
+//!   of their own with `credentials: allow`; the others keep the default. A credential in the
+//!   query of a request no finding flagged cannot be seen in a log (the query is logged as a
+//!   shape only).
 //!
 //! The proposal is the policy the logs were gathered under with `identity.rules` and
 //! `egress.allow` replaced and both checks set to `mode: enforce` (a policy-wide `dry-run`
@@ -28,8 +33,9 @@ use crate::cli_io::{bad_input, code, display_name, exit};
 use crate::policy_file::load_policy_and_value;
 use crate::replay::{read_logs, Subject};
 
-/// Requests per host, and whether any went to PassthroughCluster.
-type HostsSeen = BTreeMap<String, (u64, bool)>;
+/// Requests per host, whether any went to PassthroughCluster, and whether any carried
+/// credentials.
+type HostsSeen = BTreeMap<String, (u64, bool, bool)>;
 
 #[derive(Default)]
 struct Observed {
@@ -113,6 +119,29 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<
         .and_then(Value::as_str)
         .unwrap_or(policy::checks::egress::doc::DEFAULT_TRUST_DOMAIN)
         .to_string();
+    let credential_headers: BTreeSet<String> = policy::checks::egress::credentials::BUILTIN_HEADERS
+        .iter()
+        .map(|h| h.to_string())
+        .chain(
+            egress_doc
+                .and_then(|e| e.pointer("/credentials/headers"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase),
+        )
+        .collect();
+    let scoped = matches!(
+        egress_doc.and_then(|e| e.pointer("/credentials/default")).and_then(Value::as_str),
+        Some("deny" | "strip")
+    );
+    let carries_credentials = |r: &OwnedRequest, record: &Value| {
+        r.headers.iter().any(|(n, _)| credential_headers.contains(&n.to_ascii_lowercase()))
+            || record["findings"].as_array().is_some_and(|f| {
+                f.iter().any(|f| f["code"].as_str().is_some_and(|c| c.starts_with("egress_credentials_")))
+            })
+    };
     let identity_inbound_only = doc.pointer("/identity/appliesTo").and_then(Value::as_str) == Some("inbound");
 
     let mut seen = Observed::default();
@@ -164,6 +193,7 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<
                                 seen.egress.entry((source, egress_port(r, port))).or_default().entry(host).or_default();
                             e.0 += 1;
                             e.1 |= passthrough;
+                            e.2 |= carries_credentials(r, &entry.record);
                         }
                         _ => seen.unusable += 1,
                     }
@@ -237,22 +267,37 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<
     }
     if let Some(egress) = proposal.get_mut("egress").filter(|v| !v.is_null()) {
         let mut allow = Vec::new();
-        for ((source, port), hosts) in &seen.egress {
-            let ns_sa = source.rsplit("/ns/").next().unwrap_or(source);
-            let id = format!("learned-{}-{}", slug(ns_sa), port.map_or("any".to_string(), |p| p.to_string()));
-            let count: u64 = hosts.values().map(|(c, _)| c).sum();
-            comments.insert(id.clone(), format!("covers {count} logged requests and connections"));
-            let mut rule = serde_json::Map::new();
-            rule.insert("id".into(), id.into());
-            rule.insert("hosts".into(), json!(hosts.keys().collect::<Vec<_>>()));
-            if let Some(port) = port {
-                rule.insert("ports".into(), json!([port]));
+        for ((source, port), all_hosts) in &seen.egress {
+            // Under credential scoping, the hosts that were sent credentials get their own rule.
+            let groups: Vec<(HostsSeen, bool)> = if scoped {
+                let (with, without): (HostsSeen, HostsSeen) = all_hosts.clone().into_iter().partition(|(_, v)| v.2);
+                vec![(without, false), (with, true)]
+            } else {
+                vec![(all_hosts.clone(), false)]
+            };
+            for (hosts, credentials) in groups.into_iter().filter(|(h, _)| !h.is_empty()) {
+                let ns_sa = source.rsplit("/ns/").next().unwrap_or(source);
+                let mut id = format!("learned-{}-{}", slug(ns_sa), port.map_or("any".to_string(), |p| p.to_string()));
+                if credentials {
+                    id.push_str("-credentials");
+                }
+                let count: u64 = hosts.values().map(|(c, _, _)| c).sum();
+                comments.insert(id.clone(), format!("covers {count} logged requests and connections"));
+                let mut rule = serde_json::Map::new();
+                rule.insert("id".into(), id.into());
+                rule.insert("hosts".into(), json!(hosts.keys().collect::<Vec<_>>()));
+                if let Some(port) = port {
+                    rule.insert("ports".into(), json!([port]));
+                }
+                rule.insert("sources".into(), json!([source]));
+                if hosts.values().any(|(_, p, _)| *p) {
+                    rule.insert("passthrough".into(), true.into());
+                }
+                if credentials {
+                    rule.insert("credentials".into(), "allow".into());
+                }
+                allow.push(Value::Object(rule));
             }
-            rule.insert("sources".into(), json!([source]));
-            if hosts.values().any(|(_, p)| *p) {
-                rule.insert("passthrough".into(), true.into());
-            }
-            allow.push(Value::Object(rule));
         }
         egress["allow"] = Value::Array(allow);
         egress["mode"] = "enforce".into();

@@ -146,3 +146,83 @@ fn learn_refuses_logs_it_cannot_read_whole() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Under credential scoping (`egress.credentials.default: deny`), hosts that were sent
+/// credentials get a rule of their own with `credentials: allow`; the others keep the default,
+/// so the proposal still refuses credentials to them. Replaying the logs allows every line.
+#[test]
+fn learned_egress_rules_scope_credentials() {
+    let dir = harness::scratch_dir("learn").unwrap();
+    let gathered = json!({"version": 1, "mode": "dry-run", "decisionLog": {"allowSampleRate": 1.0},
+        "egress": {"credentials": {"default": "deny", "headers": ["x-partner-key"]}, "allow": []}});
+    let policy = policy::Policy::from_value(gathered.clone()).unwrap();
+    let policy_path = dir.join("gathered.json");
+    std::fs::write(&policy_path, gathered.to_string()).unwrap();
+    let request = |authority: &str, headers: Value| {
+        json!({"method": "POST", "path": "/v1/x", "authority": authority, "scheme": "https",
+               "headers": headers, "direction": "outbound",
+               "workload": {"namespace": "web", "serviceAccount": "web"}})
+    };
+    let observed = [
+        request("api.partner.com", json!([["X-Partner-Key", "k-1"]])),
+        request("api.cloud.com", json!([["authorization", "Bearer abc"]])),
+        request("telemetry.example.net", json!([["content-type", "application/json"]])),
+    ];
+    let mut log = String::new();
+    for r in &observed {
+        let owned: policy::view::request::OwnedRequest = serde_json::from_value(r.clone()).unwrap();
+        let pairs = owned.pairs();
+        let view = owned.view(&pairs);
+        let d = policy.evaluate(&view);
+        log.push_str(&format!("meshguard.decision {}\n", policy.decision_log_line(&d, &view, 0)));
+    }
+    assert!(!log.contains("k-1") && !log.contains("Bearer abc"), "{log}");
+    let log_path = dir.join("envoy.log");
+    std::fs::write(&log_path, &log).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meshguard"))
+            .args(args)
+            .current_dir(harness::workspace_root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let proposed = dir.join("proposed.yaml");
+    let out = run(&[
+        "learn",
+        "--policy",
+        policy_path.to_str().unwrap(),
+        log_path.to_str().unwrap(),
+        "--out",
+        proposed.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = std::fs::read_to_string(&proposed).unwrap();
+    let doc: Value = serde_norway::from_str(&yaml).unwrap();
+    let summary: Vec<(Value, Value, Value)> = doc["egress"]["allow"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].clone(), r["hosts"].clone(), r["credentials"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (json!("learned-web-sa-web-443"), json!(["telemetry.example.net"]), Value::Null),
+            (json!("learned-web-sa-web-443-credentials"), json!(["api.cloud.com", "api.partner.com"]), json!("allow")),
+        ],
+        "{yaml}"
+    );
+    let out = run(&["replay", "--policy", proposed.to_str().unwrap(), log_path.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|row| row["after"]["outcome"] == "allow"), "{rows:?}");
+    // Least privilege: the telemetry endpoint still may not receive credentials.
+    let proposal = harness::policy_file::load_policy(&proposed).unwrap();
+    let owned: policy::view::request::OwnedRequest =
+        serde_json::from_value(request("telemetry.example.net", json!([["authorization", "Bearer x"]]))).unwrap();
+    let d = harness::offline::decide_request(&proposal, &owned);
+    assert_eq!(d.primary().map(|f| f.code.as_str()), Some("egress_credentials_not_allowed"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

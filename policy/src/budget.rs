@@ -25,6 +25,7 @@
 //! | principals / sources | one trie walk over the ID's segments (O(segments)), independent of the count | ≤ 2 branches per segment |
 //! | exact / prefix paths | one compare each, at most the pattern's length | ≤ 10,000 × 1,024 B = 10 MB of memcmp (< 1 ms) |
 //! | methods | one compare each | ≤ 10,000 in all |
+//! | egress credential names | per header (and query parameter) of a request a `deny`/`strip` rule admits: one index by length, then a compare per name of that length | ≤ 33 built-in + 64 configured header names, 18 + 64 parameter names |
 //! | path regexes | regex-lite's PikeVM: O(m · n), measured 1.1–1.3 ns × compiled bytes × path bytes (an unanchored `(?:.{82})x`, 4 KiB compiled, on an 8 KiB path: 38 ms) | ≤ 32 regexes, ≤ 4 KiB each, ≤ 16 KiB in all; per request at most [`REGEX_WORK_LIMIT`] (4 Mi) compiled bytes × path bytes in all: measured ≤ 6 ms natively whatever the policy and the request (`benches/budget.rs`: 4 × `(?:.{82})x` on a 256-byte path; a 1,025-byte path stops after the first: 7 µs) |
 //!
 //! The regex row is capped per request: a regex whose run would take the request past the cap
@@ -84,6 +85,9 @@ pub mod limits {
     pub const REGEX_TOTAL_BYTES: usize = 16 * 1024;
     /// Trust domains named by the identity check.
     pub const TRUST_DOMAINS: usize = 100;
+    /// `egress.credentials.headers` and `.queryParams` (each): names of one length are compared
+    /// one by one on every header or parameter a scoped-out request carries.
+    pub const CREDENTIAL_NAMES: usize = 64;
 }
 
 /// A running count against one limit; the first item past it is reported, once.
@@ -231,6 +235,16 @@ pub fn check(doc: &PolicyDocument, errs: &mut ConfigErrors) {
             m.methods.add(rule.methods.len(), || format!("{at}.methods"), errs);
             m.principals.add(rule.sources.len(), || format!("{at}.sources"), errs);
             m.paths(&rule.paths, &at, errs);
+        }
+        if let Some(c) = &egress.credentials {
+            for (field, n) in [("headers", c.headers.len()), ("queryParams", c.query_params.len())] {
+                if n > limits::CREDENTIAL_NAMES {
+                    errs.push(
+                        format!("egress.credentials.{field}[{}]", limits::CREDENTIAL_NAMES),
+                        format!("over the policy budget: credential names (at most {})", limits::CREDENTIAL_NAMES),
+                    );
+                }
+            }
         }
     }
 }

@@ -390,6 +390,7 @@ fn allowlist(pattern: &str) -> Result<EgressAllowlist, String> {
         sources: Vec::new(),
         passthrough: false,
         allow_no_sni: false,
+        credentials: None,
     };
     let doc = EgressDoc {
         mode: None,
@@ -397,6 +398,7 @@ fn allowlist(pattern: &str) -> Result<EgressAllowlist, String> {
         source_identity: None,
         trust_domain: None,
         allow: vec![rule],
+        credentials: None,
     };
     let mut errs = ConfigErrors::default();
     let check = EgressAllowlist::compile(&doc, &Context { policy_mode: Mode::Enforce }, &mut errs);

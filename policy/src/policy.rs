@@ -224,6 +224,12 @@ fn compile_log(doc: &PolicyDocument, errs: &mut ConfigErrors) -> LogSettings {
         }
         redact.insert(name.to_ascii_lowercase());
     }
+    // What egress treats as a credential is never logged either.
+    if let Some(egress) = &doc.egress {
+        let extra = egress.credentials.as_ref().map(|c| c.headers.as_slice()).unwrap_or_default();
+        let builtin = crate::checks::egress::credentials::BUILTIN_HEADERS.iter().copied();
+        redact.extend(builtin.chain(extra.iter().map(String::as_str)).map(str::to_ascii_lowercase));
+    }
     // Float to an integer share; the range was checked above.
     let allow_per_million = (l.allow_sample_rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
     LogSettings { allow_per_million, include_headers: l.include_headers, redact }

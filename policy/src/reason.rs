@@ -200,6 +200,14 @@ reason_codes! {
     EgressSniMissing => "egress_sni_missing", Egress;
     /// No egress rule (without methods or paths) names this SNI.
     EgressSniNotAllowed => "egress_sni_not_allowed", Egress;
+    /// A credential header (Authorization, Cookie, an API-key header) to a destination whose
+    /// rule says `credentials: deny`.
+    EgressCredentialsNotAllowed => "egress_credentials_not_allowed", Egress;
+    /// Credential headers removed before the request left (a rule with `credentials: strip`).
+    EgressCredentialsStripped => "egress_credentials_stripped", Egress;
+    /// A credential query parameter (`access_token`, `api_key`, a signature...) to a
+    /// destination whose rule says `credentials: deny` or `strip` (a query is never rewritten).
+    EgressCredentialsInQuery => "egress_credentials_in_query", Egress;
     /// A rule requires a token and the request carries none (in any token source).
     JwtMissing => "jwt_missing", Jwt;
     /// Not a compact JWS: wrong segment count, an empty segment, bad base64url, a header or

@@ -67,3 +67,27 @@ fn identity_allow_path() {
     let n = allocations(&demo(), &req);
     eprintln!("identity allow path: {n} allocations");
 }
+
+/// Credential scoping costs no allocation on the common path: a rule with `credentials: deny`
+/// (one pass over the headers and the query) allocates exactly what a rule without it does.
+#[test]
+fn egress_credential_scoping_allocates_nothing_more() {
+    let policy = |credentials: &str| {
+        let mut rule = serde_json::json!({"id": "telemetry", "hosts": ["collector.telemetry.net"]});
+        if !credentials.is_empty() {
+            rule["credentials"] = credentials.into();
+        }
+        Policy::from_value(serde_json::json!({"version": 1, "egress": {"allow": [rule]}})).unwrap()
+    };
+    let req: OwnedRequest = serde_json::from_value(serde_json::json!({
+        "method": "POST", "path": "/v1/traces?service=web&env=prod", "authority": "collector.telemetry.net",
+        "direction": "outbound",
+        "headers": [["content-type", "application/x-protobuf"], ["user-agent", "otel-exporter/1.0"], ["x-request-id", "bench"], ["traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]]
+    }))
+    .unwrap();
+    let plain = allocations(&policy(""), &req);
+    let deny = allocations(&policy("deny"), &req);
+    let strip = allocations(&policy("strip"), &req);
+    eprintln!("egress allow path: {plain} allocations; with credentials deny: {deny}; strip: {strip}");
+    assert_eq!((deny, strip), (plain, plain));
+}

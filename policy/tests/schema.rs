@@ -49,6 +49,10 @@ fn schema_and_parser_know_the_same_fields() {
             rule(json!({"id": "a", "action": "allow", "principals": ["*"], "match": {"paths": [{"zz": 1}]}})),
         ),
         (&s["properties"]["egress"], json!({"version": 1, "egress": {"zz": 1}})),
+        (
+            &s["properties"]["egress"]["properties"]["credentials"],
+            json!({"version": 1, "egress": {"credentials": {"zz": 1}}}),
+        ),
         (&defs["egressRule"], egress_rule(json!({"id": "a", "hosts": ["a.com"], "zz": 1}))),
         (&defs["pathMatch"], egress_rule(json!({"id": "a", "hosts": ["a.com"], "paths": [{"zz": 1}]}))),
     ];

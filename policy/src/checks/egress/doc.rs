@@ -5,6 +5,8 @@ use serde::Deserialize;
 use crate::document::Mode;
 use crate::matchers::route::PathMatchDoc;
 
+pub use super::credentials::{CredentialAction, CredentialsDoc};
+
 /// `egress`: which external hosts workloads may reach.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -20,6 +22,9 @@ pub struct EgressDoc {
     pub trust_domain: Option<String>,
     #[serde(default)]
     pub allow: Vec<EgressRuleDoc>,
+    /// What counts as a credential, and what rules that say nothing do with it.
+    #[serde(default)]
+    pub credentials: Option<CredentialsDoc>,
 }
 
 /// Which traffic the egress check looks at.
@@ -75,6 +80,10 @@ pub struct EgressRuleDoc {
     /// Also TLS/TCP connections without an SNI, on this rule's ports.
     #[serde(default)]
     pub allow_no_sni: bool,
+    /// Whether requests this rule admits may carry credentials (default:
+    /// `egress.credentials.default`, else `allow`).
+    #[serde(default)]
+    pub credentials: Option<CredentialAction>,
 }
 
 /// The default trust domain of workload identities.

@@ -65,6 +65,7 @@
 //! attributed to it, so a rule can be narrowed (or a new one tried) and watched before it is
 //! enforced. Hosts no rule names are denied as ever.
 
+pub mod credentials;
 pub mod doc;
 
 use std::borrow::Cow;
@@ -83,6 +84,7 @@ use crate::view::connection::ConnectionView;
 use crate::view::request::{Direction, Peer, RequestView, Workload};
 use crate::view::Needs;
 
+use credentials::{CredentialAction, Credentials};
 use doc::{AppliesTo, EgressDoc, SourceIdentity, DEFAULT_TRUST_DOMAIN};
 
 #[derive(Debug)]
@@ -96,6 +98,8 @@ struct Rule {
     paths: Option<RouteMatch>,
     sources: PrincipalSet,
     passthrough: bool,
+    /// What requests it admits may carry (resolved against `egress.credentials.default`).
+    credentials: CredentialAction,
 }
 
 impl Rule {
@@ -164,6 +168,8 @@ pub struct EgressAllowlist {
     no_sni: Vec<u32>,
     any_sources: bool,
     has_dry_run_rules: bool,
+    /// `egress.credentials`: the names and the default.
+    credentials: Credentials,
 }
 
 /// The facts one decision is made from, HTTP or TLS alike.
@@ -265,19 +271,23 @@ impl EgressAllowlist {
         Ok(())
     }
 
-    /// Judge `candidates` (rules that name the destination). `None`: admitted.
-    fn judge(&self, candidates: &[u32], s: &Subject<'_>, decision: &mut Decision) -> Option<()> {
+    /// Judge `candidates` (rules that name the destination): the rule that admits the request
+    /// (the first enforced one, else the first in dry-run), or `None` with the findings of a
+    /// refusal added.
+    fn judge(&self, candidates: &[u32], s: &Subject<'_>, decision: &mut Decision) -> Option<&Rule> {
         let mut source = None;
-        let mut dry_run_admits = false;
+        let mut dry_run_admits = None;
         let mut best_enforced: Option<(Miss, &Rule)> = None;
         let mut best_dry_run: Option<(Miss, &Rule)> = None;
         for rule in candidates.iter().filter_map(|&i| self.rules.get(i as usize)) {
             match self.check_rule(rule, s, &mut source) {
                 Ok(()) if rule.enforced => {
                     self.note_principal(&source, decision);
-                    return None;
+                    return Some(rule);
                 }
-                Ok(()) => dry_run_admits = true,
+                Ok(()) => {
+                    dry_run_admits.get_or_insert(rule);
+                }
                 Err(miss) => {
                     let best = if rule.enforced { &mut best_enforced } else { &mut best_dry_run };
                     if best.is_none_or(|(m, _)| miss > m) {
@@ -287,8 +297,8 @@ impl EgressAllowlist {
             }
         }
         self.note_principal(&source, decision);
-        if dry_run_admits {
-            return None;
+        if dry_run_admits.is_some() {
+            return dry_run_admits;
         }
         // A rule in dry-run never blocks: its misses are would-denies.
         if let Some((miss, rule)) = best_dry_run {
@@ -296,7 +306,7 @@ impl EgressAllowlist {
         } else if let Some((miss, rule)) = best_enforced {
             decision.findings.push(self.finding(miss.code(), &rule.id, true));
         }
-        Some(())
+        None
     }
 
     fn note_principal(&self, source: &Option<Option<SpiffeId>>, decision: &mut Decision) {
@@ -347,6 +357,7 @@ impl Check for EgressAllowlist {
             no_sni: Vec::new(),
             any_sources: false,
             has_dry_run_rules: false,
+            credentials: Credentials::compile(doc.credentials.as_ref(), at, errs),
         };
         let mut ids = RuleIds::default();
         for (i, r) in doc.allow.iter().enumerate() {
@@ -420,6 +431,7 @@ impl Check for EgressAllowlist {
                 paths,
                 sources,
                 passthrough: r.passthrough,
+                credentials: check.credentials.action(r.credentials),
             });
         }
         check
@@ -504,7 +516,10 @@ impl Check for EgressAllowlist {
             peer: req.peer,
             workload: req.workload,
         };
-        self.judge(&candidates, &subject, decision);
+        if let Some(rule) = self.judge(&candidates, &subject, decision) {
+            let enforced = self.enforced && rule.enforced;
+            self.credentials.evaluate(rule.credentials, &rule.id, enforced, req, decision);
+        }
     }
 
     /// Add this check's findings for one TLS/TCP connection (its SNI) to `decision`.
@@ -545,3 +560,5 @@ impl Check for EgressAllowlist {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_credentials;
