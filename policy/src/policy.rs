@@ -9,7 +9,7 @@ use crate::decision::Decision;
 use crate::document::{Mode, PolicyDocument, VERSION};
 use crate::error::ConfigErrors;
 use crate::reason::ReasonCode;
-use crate::view::{ConnectionView, Needs, RequestView};
+use crate::view::{ConnectionView, Needs, RequestView, UpstreamView};
 
 /// What a deny looks like to the client. The body names the reason code (unless the policy
 /// says not to) and the request id, never the rule or anything else from the policy.
@@ -162,6 +162,44 @@ impl Policy {
             }
         }
         decision
+    }
+
+    /// Whether a check decides the upstream connection (the filter's response phase).
+    pub fn has_upstream(&self) -> bool {
+        self.needs.upstream
+    }
+
+    /// Decide one request's upstream connection, in the response phase (the checks that
+    /// decide upstreams: identity pinning). A decision of its own: the request phase's was
+    /// made, logged and counted before the connection existed.
+    pub fn evaluate_upstream(&self, up: &UpstreamView<'_>) -> Decision {
+        let mut decision = Decision::default();
+        for check in self.checks.iter().filter(|c| c.decides_upstream()) {
+            check.evaluate_upstream(up, &mut decision);
+            if decision.enforced() {
+                break;
+            }
+        }
+        decision
+    }
+
+    /// Whether a response-phase decision gets a line of its own: every finding; allows
+    /// sampled by the request id like the request phase (so a sampled request has both lines).
+    pub fn should_log_upstream(&self, decision: &Decision, request_id: Option<&[u8]>) -> bool {
+        self.log_due(decision, request_id.unwrap_or_default())
+    }
+
+    /// The response-phase decision line: like [`Policy::decision_log_line`], with
+    /// `"phase": "response"` and an `upstream` object (the observed identity and address)
+    /// instead of `request`.
+    pub fn upstream_log_line(
+        &self,
+        decision: &Decision,
+        up: &UpstreamView<'_>,
+        request_id: Option<&[u8]>,
+        unix_millis: u64,
+    ) -> String {
+        crate::log::record_upstream(self, decision, up, request_id, unix_millis)
     }
 
     /// [`Policy::should_log`] for a connection; allows are sampled by a hash of the SNI.
