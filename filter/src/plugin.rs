@@ -424,7 +424,7 @@ fn guard_upstream(policy: &Policy, metrics: &Metrics, kept: &Kept) -> Action {
     };
     let decision = policy.evaluate_upstream(&up);
     let request_id = kept.request_id.as_deref();
-    record(metrics, &decision, policy.should_log_upstream(&decision, request_id), |ms| {
+    record(metrics, &decision, policy.should_log_upstream(&decision), |ms| {
         policy.upstream_log_line(&decision, &up, request_id, ms)
     });
     if decision.outcome() != Outcome::Deny {

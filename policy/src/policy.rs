@@ -183,10 +183,10 @@ impl Policy {
         decision
     }
 
-    /// Whether a response-phase decision gets a line of its own: every finding; allows
-    /// sampled by the request id like the request phase (so a sampled request has both lines).
-    pub fn should_log_upstream(&self, decision: &Decision, request_id: Option<&[u8]>) -> bool {
-        self.log_due(decision, request_id.unwrap_or_default())
+    /// Whether a response-phase decision gets a line of its own: only with a finding (a deny
+    /// or would-deny). An allowed upstream adds nothing to the request phase's line.
+    pub fn should_log_upstream(&self, decision: &Decision) -> bool {
+        !decision.findings.is_empty()
     }
 
     /// The response-phase decision line: like [`Policy::decision_log_line`], with

@@ -131,6 +131,30 @@ fn poisoned_endpoints_are_stopped_in_the_response_phase() -> Result<()> {
     // The allowed requests wrote no line (allowSampleRate 0): only the two denies.
     assert_eq!(decisions(&mesh).len(), 2, "{:#?}", decisions(&mesh));
 
+    // Offline, the same decisions: `meshguard replay` re-decides the response lines, and
+    // `meshguard eval` a request file that carries the observed upstream.
+    let enforce = policy::Policy::from_value(policy("enforce")).map_err(|e| harness::Error::msg(e.to_string()))?;
+    let log = mesh.work_dir().join("upstream-replay.log");
+    std::fs::write(&log, mesh.envoy().log_contents())?;
+    let mut replayed = Vec::new();
+    harness::replay::read_logs(&[log], |entry| {
+        let decision = entry.decide(&enforce);
+        replayed.push((entry.record["requestId"].clone(), entry.outcome().to_string(), decision.outcome().as_str()));
+        Ok(())
+    })?;
+    assert_eq!(replayed.len(), 2, "{replayed:?}");
+    assert!(replayed.iter().all(|(_, before, after)| before == after && *after == "deny"), "{replayed:?}");
+    let file: policy::view::request::OwnedRequest = serde_json::from_value(json!({
+        "method": "GET", "path": "/v1/x", "authority": LEDGER, "direction": "outbound",
+        "cluster": "outbound|8080||ledger.prod.svc.cluster.local",
+        "upstream": {"uriSan": IMPOSTOR_ID, "tlsVersion": "TLSv1.3", "address": impostor_addr}
+    }))?;
+    let offline = harness::offline::decide_request(&enforce, &file);
+    assert_eq!(
+        offline.primary().map(|f| (f.code.as_str(), f.rule.as_str())),
+        Some(("upstream_identity_mismatch", "ledger"))
+    );
+
     // Dry-run: the answer goes through, a would-deny is logged and counted.
     assert_eq!(mesh.update_policy(&policy("dry-run").to_string())?, PolicyUpdate::Applied);
     let resp = get(&mesh, LEDGER, "ledger-dry")?;

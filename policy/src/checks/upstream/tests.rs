@@ -171,7 +171,7 @@ fn the_response_line_holds_the_observed_identity_and_address() {
     let p = pinning();
     let u = up(PAYMENTS, Some(b"spiffe://cluster.local/ns/attacker/sa/impostor"), true);
     let d = p.evaluate_upstream(&u);
-    assert!(p.should_log_upstream(&d, Some(b"req-1")));
+    assert!(p.should_log_upstream(&d));
     let line: serde_json::Value = serde_json::from_str(&p.upstream_log_line(&d, &u, Some(b"req-1"), 0)).unwrap();
     assert_eq!(line["phase"], "response");
     assert_eq!(line["outcome"], "deny");
@@ -187,7 +187,7 @@ fn the_response_line_holds_the_observed_identity_and_address() {
     let back: crate::view::upstream::OwnedUpstream = serde_json::from_value(line["upstream"].clone()).unwrap();
     assert_eq!(p.evaluate_upstream(&back.view()).findings, d.findings);
     let allowed = p.evaluate_upstream(&up(PAYMENTS, Some(PAYMENTS_ID), true));
-    assert!(!p.should_log_upstream(&allowed, Some(b"req-1")));
+    assert!(!p.should_log_upstream(&allowed));
 }
 
 #[test]
