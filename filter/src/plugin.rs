@@ -423,6 +423,11 @@ fn guard_upstream(policy: &Policy, metrics: &Metrics, kept: &Kept) -> Action {
         address: address.as_deref(),
     };
     let decision = policy.evaluate_upstream(&up);
+    // Envoy's own answer (no healthy upstream, a connect failure, a timeout) never came from
+    // an endpoint: nothing to stop, and no false alarm. Asked only when there is a finding.
+    if !decision.findings.is_empty() && !properties::response_from_upstream() {
+        return Action::Continue;
+    }
     let request_id = kept.request_id.as_deref();
     record(metrics, &decision, policy.should_log_upstream(&decision), |ms| {
         policy.upstream_log_line(&decision, &up, request_id, ms)

@@ -14,6 +14,7 @@
 //! | `upstream.uri_san_peer_certificate` | the first URI SAN of the upstream's certificate | response phase, upstream pinning only |
 //! | `upstream.tls_version` | `TLSv1.3` and the like; absent or empty on a plaintext upstream | response phase, upstream pinning only |
 //! | `upstream.address` | `ip:port` of the endpoint Envoy connected to | response phase, upstream pinning only |
+//! | `response.code_details` | `via_upstream` for an answer from the upstream, else why Envoy answered itself | response phase, only before an upstream finding |
 
 use policy::{Direction, Workload};
 
@@ -29,6 +30,7 @@ pub const PLUGIN_ROOT_ID: &[u8] = b"plugin_root_id";
 pub const UPSTREAM_URI_SAN: &[u8] = b"upstream\0uri_san_peer_certificate";
 pub const UPSTREAM_TLS_VERSION: &[u8] = b"upstream\0tls_version";
 pub const UPSTREAM_ADDRESS: &[u8] = b"upstream\0address";
+pub const RESPONSE_CODE_DETAILS: &[u8] = b"response\0code_details";
 
 /// A property's bytes; host errors and absence alike are `None`.
 fn get(path: &[u8]) -> Option<Vec<u8>> {
@@ -80,6 +82,13 @@ pub fn upstream() -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) {
     let tls_version = nonempty(get(UPSTREAM_TLS_VERSION));
     let uri_san = if tls_version.is_some() { nonempty(get(UPSTREAM_URI_SAN)) } else { None };
     (uri_san, tls_version, nonempty(get(UPSTREAM_ADDRESS)))
+}
+
+/// Whether the response being encoded came from the upstream (`response.code_details` is
+/// `via_upstream`), not from Envoy itself (no healthy upstream, connect failure, timeout).
+/// When the host does not say, it is taken to be the upstream's: fail closed.
+pub fn response_from_upstream() -> bool {
+    get(RESPONSE_CODE_DETAILS).is_none_or(|d| d.is_empty() || d == b"via_upstream")
 }
 
 /// The local workload from Istio's node metadata, owned (it is constant for the proxy, so the

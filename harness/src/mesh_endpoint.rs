@@ -88,6 +88,7 @@ impl MeshEndpoint {
 fn serve(stream: TcpStream, config: Arc<ServerConfig>, label: &str, requests: &AtomicU64) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_write_timeout(Some(IDLE))?;
+    stream.set_nodelay(true)?;
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let mut tls = BufReader::new(StreamOwned::new(conn, stream));
     loop {
@@ -120,12 +121,13 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, label: &str, requests: &A
         io::copy(&mut tls.by_ref().take(length), &mut io::sink())?;
         requests.fetch_add(1, Ordering::SeqCst);
         let body = serde_json::json!({"endpoint": label, "method": method, "path": path}).to_string();
-        let out = tls.get_mut();
-        write!(
-            out,
+        // One write, one TLS record: several small records would each wait for an ACK.
+        let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
-        )?;
+        );
+        let out = tls.get_mut();
+        out.write_all(response.as_bytes())?;
         out.flush()?;
     }
 }

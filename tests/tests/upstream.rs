@@ -36,6 +36,9 @@ fn policy(mode: &str) -> Value {
                  "identities": ["spiffe://cluster.local/ns/prod/sa/ledger"]},
                 {"id": "billing", "hosts": ["billing.prod.svc.cluster.local"],
                  "identities": ["spiffe://cluster.local/ns/prod/sa/*"]},
+                // Routed to BlackHoleCluster: Envoy answers 503 itself, no endpoint ever does.
+                {"id": "blackhole", "hosts": ["blackhole.example.com"],
+                 "identities": ["spiffe://cluster.local/ns/prod/sa/*"]},
             ]
         }
     })
@@ -126,6 +129,10 @@ fn poisoned_endpoints_are_stopped_in_the_response_phase() -> Result<()> {
     let access = mesh.access_log();
     assert!(access.contains("meshguard_denied.upstream_identity_mismatch"), "{access}");
     assert!(access.contains("meshguard_denied.upstream_not_mtls"), "{access}");
+    // Envoy's own answer (no endpoint at all) is not an upstream's: left alone, no alarm.
+    let resp = get(&mesh, "blackhole.example.com", "blackhole-1")?;
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert!(!resp.text().contains("upstream_"), "{}", resp.text());
     // A destination no rule names is not pinned (api.example.com: plaintext, allowed).
     assert_eq!(get(&mesh, "api.example.com", "api-1")?.status, 200);
     // The allowed requests wrote no line (allowSampleRate 0): only the two denies.
