@@ -414,20 +414,26 @@ fn guard_upstream(policy: &Policy, metrics: &Metrics, kept: &Kept) -> Action {
         Some(c) => Some(c.clone()),
         None => properties::cluster_name(),
     };
-    let (uri_san, tls_version, address) = properties::upstream();
-    let up = UpstreamView {
+    let (uri_san, tls_version) = properties::upstream();
+    let mut up = UpstreamView {
         cluster: cluster.as_deref(),
         authority: Some(&kept.authority),
         uri_san: uri_san.as_deref(),
         tls_version: tls_version.as_deref(),
-        address: address.as_deref(),
+        address: None,
     };
     let decision = policy.evaluate_upstream(&up);
-    // Envoy's own answer (no healthy upstream, a connect failure, a timeout) never came from
-    // an endpoint: nothing to stop, and no false alarm. Asked only when there is a finding.
-    if !decision.findings.is_empty() && !properties::response_from_upstream() {
+    if decision.findings.is_empty() {
         return Action::Continue;
     }
+    // Envoy's own answer (no healthy upstream, a connect failure, a timeout) never came from
+    // an endpoint: nothing to stop, and no false alarm. Asked only when there is a finding,
+    // like the address, which only the log line reads.
+    if !properties::response_from_upstream() {
+        return Action::Continue;
+    }
+    let address = properties::upstream_address();
+    up.address = address.as_deref();
     let request_id = kept.request_id.as_deref();
     record(metrics, &decision, policy.should_log_upstream(&decision), |ms| {
         policy.upstream_log_line(&decision, &up, request_id, ms)

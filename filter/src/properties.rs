@@ -75,13 +75,21 @@ pub fn root_id() -> Option<Vec<u8>> {
     get(PLUGIN_ROOT_ID)
 }
 
-/// The upstream connection's facts (response phase): `(uri_san, tls_version, address)`, each
-/// absent when empty. Three host calls; on a plaintext upstream the SAN is not asked.
-pub fn upstream() -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) {
-    let nonempty = |v: Option<Vec<u8>>| v.filter(|v| !v.is_empty());
+/// The upstream connection's identity facts (response phase): `(uri_san, tls_version)`, each
+/// absent when empty. Two host calls; on a plaintext upstream the SAN is not asked.
+pub fn upstream() -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let tls_version = nonempty(get(UPSTREAM_TLS_VERSION));
     let uri_san = if tls_version.is_some() { nonempty(get(UPSTREAM_URI_SAN)) } else { None };
-    (uri_san, tls_version, nonempty(get(UPSTREAM_ADDRESS)))
+    (uri_san, tls_version)
+}
+
+/// `upstream.address`: only the decision log reads it, so it is asked only for a finding.
+pub fn upstream_address() -> Option<Vec<u8>> {
+    nonempty(get(UPSTREAM_ADDRESS))
+}
+
+fn nonempty(v: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    v.filter(|v| !v.is_empty())
 }
 
 /// Whether the response being encoded came from the upstream (`response.code_details` is
