@@ -379,7 +379,17 @@ fn guard(
     });
 
     if outcome != Outcome::Deny {
-        if policy.has_upstream() {
+        // Upstream pinning: keep what the response phase needs, unless the cluster (when the
+        // request phase read it) and the authority already say no rule pins this destination.
+        let pinned = || {
+            cluster.is_none()
+                || policy.pins_upstream(&UpstreamView {
+                    cluster: cluster.as_deref(),
+                    authority: Some(view.authority()),
+                    ..UpstreamView::default()
+                })
+        };
+        if policy.has_upstream() && pinned() {
             *kept = Some(Kept {
                 cluster: cluster.clone(),
                 authority: view.authority().to_vec(),

@@ -183,6 +183,13 @@ impl Policy {
         decision
     }
 
+    /// Whether a check pins this destination: `up` with the cluster and authority the request
+    /// phase knows (the connection facts are not read yet). False: the response phase has
+    /// nothing to decide for this request, and the filter reads nothing then.
+    pub fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool {
+        self.checks.iter().any(|c| c.pins_upstream(up))
+    }
+
     /// Whether a response-phase decision gets a line of its own: only with a finding (a deny
     /// or would-deny). An allowed upstream adds nothing to the request phase's line.
     pub fn should_log_upstream(&self, decision: &Decision) -> bool {

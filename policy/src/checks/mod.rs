@@ -68,6 +68,13 @@ pub trait Check: fmt::Debug + Sized {
 
     /// Add this check's findings for one request's upstream connection, in the response phase.
     fn evaluate_upstream(&self, _up: &UpstreamView<'_>, _decision: &mut Decision) {}
+
+    /// Whether the check has anything to say about this destination (`up` holds the cluster
+    /// and authority only, in the request phase): when none does, the filter reads nothing in
+    /// the response phase.
+    fn pins_upstream(&self, _up: &UpstreamView<'_>) -> bool {
+        self.decides_upstream()
+    }
 }
 
 /// A compiled check as the policy holds it: [`Check`] without its document type.
@@ -78,6 +85,7 @@ pub(crate) trait Compiled: fmt::Debug {
     fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision);
     fn decides_upstream(&self) -> bool;
     fn evaluate_upstream(&self, up: &UpstreamView<'_>, decision: &mut Decision);
+    fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool;
 }
 
 impl<C: Check> Compiled for C {
@@ -98,6 +106,9 @@ impl<C: Check> Compiled for C {
     }
     fn evaluate_upstream(&self, up: &UpstreamView<'_>, decision: &mut Decision) {
         Check::evaluate_upstream(self, up, decision);
+    }
+    fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool {
+        Check::pins_upstream(self, up)
     }
 }
 

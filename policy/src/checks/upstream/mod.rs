@@ -249,6 +249,10 @@ impl Check for UpstreamPinning {
         true
     }
 
+    fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool {
+        self.rule_for(up).is_some()
+    }
+
     fn evaluate_upstream(&self, up: &UpstreamView<'_>, decision: &mut Decision) {
         let Some(rule) = self.rule_for(up) else { return };
         let code = if !up.tls() {

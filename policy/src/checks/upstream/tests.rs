@@ -96,6 +96,23 @@ fn destinations_are_found_by_cluster_pattern_and_authority() {
 }
 
 #[test]
+fn the_request_phase_knows_which_destinations_are_pinned() {
+    let p = pinning();
+    let dest = |cluster: &'static str, authority: &'static [u8]| UpstreamView {
+        cluster: Some(cluster.as_bytes()),
+        authority: Some(authority),
+        ..UpstreamView::default()
+    };
+    assert!(p.pins_upstream(&dest(PAYMENTS, b"payments.prod.svc.cluster.local:8080")));
+    assert!(p.pins_upstream(&dest("outbound|80||x.prod.svc.cluster.local", b"x")));
+    assert!(p.pins_upstream(&dest("PassthroughCluster", b"api.partner.example")));
+    assert!(!p.pins_upstream(&dest("outbound|80||api.example.com", b"api.example.com")));
+    assert!(!p.pins_upstream(&dest("PassthroughCluster", b"evil.example")));
+    let plain = policy(json!({"version": 1, "hygiene": {"preset": "sidecar"}}));
+    assert!(!plain.pins_upstream(&dest(PAYMENTS, b"payments")));
+}
+
+#[test]
 fn plaintext_when_allowed_and_dry_run_rules() {
     let p = pinning();
     let legacy = "outbound|80||legacy.old.svc.cluster.local";
