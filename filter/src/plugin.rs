@@ -10,6 +10,9 @@
 //! No policy rule lives here. A request is: one host call for the header map, the connection
 //! properties the compiled policy asks for ([`policy::Needs`]), one `Policy::evaluate`, then
 //! counters, at most one decision-log line, and a local reply when a finding is enforced.
+//! With upstream pinning, the response phase reads the upstream connection's identity
+//! (two properties) for a destination a rule pins, and replaces the answer with a 502 when it
+//! is the wrong one.
 
 use std::rc::Rc;
 
