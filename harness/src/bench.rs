@@ -330,6 +330,10 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
         )),
         outbound(inbound("meshguard egress 10k hosts, outbound", Filter::Meshguard { policy_json: egress })),
         outbound(inbound("meshguard sidecar, outbound", Filter::Meshguard { policy_json: sidecar })),
+        outbound(inbound(
+            "meshguard egress 10k + upstream pinning, outbound, unpinned destination",
+            Filter::Meshguard { policy_json: pinning_policy().to_string() },
+        )),
         pinned(inbound("no filter, outbound to mTLS upstream", Filter::None)),
         pinned(inbound("no-op wasm, outbound to mTLS upstream", Filter::Noop)),
         pinned(inbound(
