@@ -10,10 +10,13 @@
 //! No policy rule lives here. A request is: one host call for the header map, the connection
 //! properties the compiled policy asks for ([`policy::Needs`]), one `Policy::evaluate`, then
 //! counters, at most one decision-log line, and a local reply when a finding is enforced.
+//! With upstream pinning, the response phase reads the upstream connection's identity
+//! (two properties) for a destination a rule pins, and replaces the answer with a 502 when it
+//! is the wrong one.
 
 use std::rc::Rc;
 
-use policy::{Decision, Direction, HeaderMutation, Outcome, Peer, Policy, RequestView};
+use policy::{Decision, Direction, HeaderMutation, Outcome, Peer, Policy, RequestView, UpstreamView};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
@@ -68,6 +71,11 @@ pub(crate) const DENY_HEADERS: &[u8] = &[
 /// that cannot look must not wave traffic through.
 const UNINSPECTABLE_STATUS: u16 = 503;
 const UNINSPECTABLE_BODY: &[u8] = b"{\"error\":\"request could not be inspected\"}\n";
+
+/// What the client gets instead of an upstream's answer when upstream pinning refuses the
+/// upstream (the endpoint is not who the policy says it must be): a gateway error, since the
+/// fault is between the proxy and the upstream, not in the client's request.
+pub const UPSTREAM_DENY_STATUS: u16 = 502;
 
 /// The root context: owns the compiled policy of the current configuration.
 pub struct PolicyRoot {
@@ -254,7 +262,12 @@ impl RootContext for PolicyRoot {
         // Never None: the SDK panics on None. Without metrics (no configuration seen, which
         // Envoy does not do) the guard counts nothing.
         let metrics = self.metrics.clone().unwrap_or_else(|| Rc::new(Metrics::none()));
-        Some(Box::new(RequestGuard { policy: self.policy.clone(), metrics, workload: self.workload.clone() }))
+        Some(Box::new(RequestGuard {
+            policy: self.policy.clone(),
+            metrics,
+            workload: self.workload.clone(),
+            kept: None,
+        }))
     }
 
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
@@ -276,14 +289,36 @@ pub struct RequestGuard {
     policy: Option<Rc<Policy>>,
     metrics: Rc<Metrics>,
     workload: Rc<WorkloadFacts>,
+    /// What the response phase needs of the request (upstream pinning only; the request's
+    /// view is gone by then).
+    kept: Option<Kept>,
+}
+
+/// The request facts upstream pinning judges the upstream by, kept from the request phase:
+/// only when the policy pins upstreams, and only for a request that went on.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    /// `xds.cluster_name`, when the request phase read it anyway (else the response phase
+    /// reads it).
+    cluster: Option<Vec<u8>>,
+    authority: Vec<u8>,
+    request_id: Option<Vec<u8>>,
 }
 
 impl Context for RequestGuard {}
 
 impl HttpContext for RequestGuard {
+    /// The first moment the upstream connection exists: upstream pinning decides here.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match (self.policy.as_deref(), self.kept.take()) {
+            (Some(policy), Some(kept)) => guard_upstream(policy, &self.metrics, &kept),
+            _ => Action::Continue,
+        }
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         match self.policy.as_deref() {
-            Some(policy) => guard(policy, &self.metrics, &self.workload, end_of_stream),
+            Some(policy) => guard(policy, &self.metrics, &self.workload, end_of_stream, &mut self.kept),
             None => {
                 // Envoy creates no request context for a plugin whose configuration failed,
                 // so this is a host anomaly; fail closed.
@@ -295,7 +330,13 @@ impl HttpContext for RequestGuard {
 }
 
 /// Read, evaluate, count, log, enforce (a local reply, or the header mutations of a strip).
-fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_stream: bool) -> Action {
+fn guard(
+    policy: &Policy,
+    metrics: &Metrics,
+    workload: &WorkloadFacts,
+    end_of_stream: bool,
+    kept: &mut Option<Kept>,
+) -> Action {
     let buf = match hostcalls::request_header_map() {
         Ok(buf) => buf,
         Err(status) => {
@@ -341,6 +382,23 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
     });
 
     if outcome != Outcome::Deny {
+        // Upstream pinning: keep what the response phase needs, unless the cluster (when the
+        // request phase read it) and the authority already say no rule pins this destination.
+        let pinned = || {
+            cluster.is_none()
+                || policy.pins_upstream(&UpstreamView {
+                    cluster: cluster.as_deref(),
+                    authority: Some(view.authority()),
+                    ..UpstreamView::default()
+                })
+        };
+        if policy.has_upstream() && pinned() {
+            *kept = Some(Kept {
+                cluster: cluster.clone(),
+                authority: view.authority().to_vec(),
+                request_id: view.request_id().map(<[u8]>::to_vec),
+            });
+        }
         apply_mutations(&decision);
         return Action::Continue;
     }
@@ -354,6 +412,56 @@ fn guard(policy: &Policy, metrics: &Metrics, workload: &WorkloadFacts, end_of_st
     };
     if let Err(status) = hostcalls::send_local_response(deny.status, &details, &body, DENY_HEADERS) {
         // Still Pause: a denied request must not reach the upstream, even if it hangs.
+        log(LogLevel::Error, &format!("meshguard: local reply failed (host status {})", status.0));
+    }
+    Action::Pause
+}
+
+/// Upstream pinning, in the response phase: read the upstream connection's facts, decide,
+/// count, log (a line of its own, `"phase": "response"`: the request phase's line, if any, was
+/// written before the connection existed), and on an enforced finding replace the upstream's
+/// answer with a local 502. The request already reached that endpoint; what is stopped here is
+/// its answer.
+fn guard_upstream(policy: &Policy, metrics: &Metrics, kept: &Kept) -> Action {
+    let cluster = match &kept.cluster {
+        Some(c) => Some(c.clone()),
+        None => properties::cluster_name(),
+    };
+    let (uri_san, tls_version) = properties::upstream();
+    let mut up = UpstreamView {
+        cluster: cluster.as_deref(),
+        authority: Some(&kept.authority),
+        uri_san: uri_san.as_deref(),
+        tls_version: tls_version.as_deref(),
+        address: None,
+    };
+    let decision = policy.evaluate_upstream(&up);
+    if decision.findings.is_empty() {
+        return Action::Continue;
+    }
+    // Envoy's own answer (no healthy upstream, a connect failure, a timeout) never came from
+    // an endpoint: nothing to stop, and no false alarm. Asked only when there is a finding,
+    // like the address, which only the log line reads.
+    if !properties::response_from_upstream() {
+        return Action::Continue;
+    }
+    let address = properties::upstream_address();
+    up.address = address.as_deref();
+    let request_id = kept.request_id.as_deref();
+    record(metrics, &decision, policy.should_log_upstream(&decision), |ms| {
+        policy.upstream_log_line(&decision, &up, request_id, ms)
+    });
+    if decision.outcome() != Outcome::Deny {
+        return Action::Continue;
+    }
+    let code = decision.primary().map(|f| f.code);
+    let body = policy.deny_response().body(code, request_id);
+    let details = match code {
+        Some(code) => format!("meshguard_denied.{}", code.as_str()),
+        None => String::from("meshguard_denied"),
+    };
+    if let Err(status) = hostcalls::send_local_response(UPSTREAM_DENY_STATUS, &details, &body, DENY_HEADERS) {
+        // Still Pause: the impostor's answer must not reach the client.
         log(LogLevel::Error, &format!("meshguard: local reply failed (host status {})", status.0));
     }
     Action::Pause

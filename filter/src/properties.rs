@@ -11,6 +11,10 @@
 //! | `connection.requested_server_name` | the SNI `tls_inspector` read | per connection |
 //! | `destination.port` | int64: the local port the client connected to (the original destination behind iptables) | per connection |
 //! | `plugin_root_id` | the plugin's `root_id` (Istio: the WasmPlugin's `pluginName`) | at configuration |
+//! | `upstream.uri_san_peer_certificate` | the first URI SAN of the upstream's certificate | response phase, upstream pinning only |
+//! | `upstream.tls_version` | `TLSv1.3` and the like; absent or empty on a plaintext upstream | response phase, upstream pinning only |
+//! | `upstream.address` | `ip:port` of the endpoint Envoy connected to | response phase, upstream pinning only |
+//! | `response.code_details` | `via_upstream` for an answer from the upstream, else why Envoy answered itself | response phase, only before an upstream finding |
 
 use policy::{Direction, Workload};
 
@@ -23,6 +27,10 @@ pub const NODE_SERVICE_ACCOUNT: &[u8] = b"xds\0node\0metadata\0SERVICE_ACCOUNT";
 pub const REQUESTED_SERVER_NAME: &[u8] = b"connection\0requested_server_name";
 pub const DESTINATION_PORT: &[u8] = b"destination\0port";
 pub const PLUGIN_ROOT_ID: &[u8] = b"plugin_root_id";
+pub const UPSTREAM_URI_SAN: &[u8] = b"upstream\0uri_san_peer_certificate";
+pub const UPSTREAM_TLS_VERSION: &[u8] = b"upstream\0tls_version";
+pub const UPSTREAM_ADDRESS: &[u8] = b"upstream\0address";
+pub const RESPONSE_CODE_DETAILS: &[u8] = b"response\0code_details";
 
 /// A property's bytes; host errors and absence alike are `None`.
 fn get(path: &[u8]) -> Option<Vec<u8>> {
@@ -65,6 +73,30 @@ pub fn destination_port() -> Option<u16> {
 
 pub fn root_id() -> Option<Vec<u8>> {
     get(PLUGIN_ROOT_ID)
+}
+
+/// The upstream connection's identity facts (response phase): `(uri_san, tls_version)`, each
+/// absent when empty. Two host calls; on a plaintext upstream the SAN is not asked.
+pub fn upstream() -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let tls_version = nonempty(get(UPSTREAM_TLS_VERSION));
+    let uri_san = if tls_version.is_some() { nonempty(get(UPSTREAM_URI_SAN)) } else { None };
+    (uri_san, tls_version)
+}
+
+/// `upstream.address`: only the decision log reads it, so it is asked only for a finding.
+pub fn upstream_address() -> Option<Vec<u8>> {
+    nonempty(get(UPSTREAM_ADDRESS))
+}
+
+fn nonempty(v: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    v.filter(|v| !v.is_empty())
+}
+
+/// Whether the response being encoded came from the upstream (`response.code_details` is
+/// `via_upstream`), not from Envoy itself (no healthy upstream, connect failure, timeout).
+/// When the host does not say, it is taken to be the upstream's: fail closed.
+pub fn response_from_upstream() -> bool {
+    get(RESPONSE_CODE_DETAILS).is_none_or(|d| d.is_empty() || d == b"via_upstream")
 }
 
 /// The local workload from Istio's node metadata, owned (it is constant for the proxy, so the

@@ -23,7 +23,10 @@
 //! - the sidecar's OUTBOUND side (plaintext from the local app, routed by Host): the probe's
 //!   header map with `xds.listener_direction` and `xds.cluster_name`, an egress allowlist of
 //!   10,000 hosts and 1,000 source patterns ([`policy::samples::scale_egress`]) plus the rule
-//!   that admits the request, and the sidecar policy.
+//!   that admits the request, and the sidecar policy;
+//! - the outbound side to an in-mesh service over mTLS (`payments`, the mesh's pinned
+//!   endpoint): the egress allowlist plus upstream identity pinning ([`pinning_policy`]), which
+//!   reads the upstream's certificate in the response phase.
 //!
 //! Columns: the median window's (`--percentile`: another window's) CPU per request and the spread of the windows; `ratio` and
 //! `+us/req` against the `no filter` row with the same traffic; `x floor`, the added CPU as a
@@ -239,6 +242,30 @@ fn egress_allow() -> Vec<serde_json::Value> {
     allow
 }
 
+/// The outbound egress allowlist (10,000 hosts, and the in-mesh services) with upstream
+/// identity pinning of the service the bench's outbound mTLS requests go to.
+pub fn pinning_policy() -> serde_json::Value {
+    let mut allow = egress_allow();
+    allow.push(serde_json::json!({"id": "mesh", "hosts": ["*.svc.cluster.local"]}));
+    serde_json::json!({
+        "version": 1,
+        "egress": {"allow": allow},
+        "upstream": {"destinations": [
+            {"id": "payments", "clusters": ["outbound|8080||payments.prod.svc.cluster.local"],
+             "identities": ["spiffe://cluster.local/ns/prod/sa/payments"]},
+            {"id": "prod", "clusters": ["outbound|*|*|*.prod.svc.cluster.local"],
+             "identities": ["spiffe://cluster.local/ns/prod/sa/*"]},
+        ]},
+    })
+}
+
+fn without_pinning(mut policy: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = policy.as_object_mut() {
+        obj.remove("upstream");
+    }
+    policy
+}
+
 /// The standard scenarios: for each kind of traffic, no filter, the no-op Wasm filter and
 /// meshguard; for the plain inbound traffic also the probe's breakdown of meshguard's cost.
 pub fn standard_scenarios() -> Result<Vec<Scenario>> {
@@ -265,6 +292,14 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
         baseline: "no filter, outbound".to_string(),
         floor: "no-op wasm, outbound".to_string(),
         ..s
+    };
+    // The outbound side to an in-mesh service over mTLS (the pinned `payments` endpoint):
+    // upstream pinning reads the upstream's certificate in the response phase.
+    let pinned = |s: Scenario| Scenario {
+        authority: Some("payments.prod.svc.cluster.local:8080".to_string()),
+        baseline: "no filter, outbound to mTLS upstream".to_string(),
+        floor: "no-op wasm, outbound to mTLS upstream".to_string(),
+        ..outbound(s)
     };
     let inbound = Scenario::inbound;
     let peer = ["headers", "mtls", "san"];
@@ -295,6 +330,20 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
         )),
         outbound(inbound("meshguard egress 10k hosts, outbound", Filter::Meshguard { policy_json: egress })),
         outbound(inbound("meshguard sidecar, outbound", Filter::Meshguard { policy_json: sidecar })),
+        outbound(inbound(
+            "meshguard egress 10k + upstream pinning, outbound, unpinned destination",
+            Filter::Meshguard { policy_json: pinning_policy().to_string() },
+        )),
+        pinned(inbound("no filter, outbound to mTLS upstream", Filter::None)),
+        pinned(inbound("no-op wasm, outbound to mTLS upstream", Filter::Noop)),
+        pinned(inbound(
+            "meshguard egress 10k, outbound to mTLS upstream",
+            Filter::Meshguard { policy_json: without_pinning(pinning_policy()).to_string() },
+        )),
+        pinned(inbound(
+            "meshguard egress 10k + upstream pinning, outbound",
+            Filter::Meshguard { policy_json: pinning_policy().to_string() },
+        )),
     ])
 }
 

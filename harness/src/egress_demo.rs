@@ -3,7 +3,8 @@
 //!
 //! It starts [`MeshKind::SidecarOutbound`] (`envoy-config/sidecar-outbound.yaml`: HTTP egress
 //! by Host, Istio's PassthroughCluster and BlackHoleCluster, TLS passthrough with meshguard as
-//! a network filter) with `envoy-config/policies/egress.yaml` unless another policy is given,
+//! a network filter; in-mesh services whose upstreams are pinned, one of them poisoned) with
+//! `envoy-config/policies/egress.yaml` unless another policy is given,
 //! prints how to send traffic through it, then every decision-log line until Ctrl-C.
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,10 @@ pub fn describe(mesh: &Mesh) -> serde_json::Value {
         "tlsInternet": mesh.tls_echo().map(|t| t.addr().to_string()),
         "internetCa": mesh.tls_echo().map(|t| t.ca_cert().to_path_buf()),
         "workload": "spiffe://cluster.local/ns/web/sa/web",
+        "pinnedEndpoints": {
+            "payments": mesh.mesh_endpoint("payments").map(|e| e.addr().to_string()),
+            "impostor": mesh.mesh_endpoint("impostor").map(|e| e.addr().to_string()),
+        },
         "workDir": mesh.work_dir(),
         "envoyLog": mesh.envoy().log_path(),
     })
@@ -91,6 +96,15 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
             "    curl -s -H 'Host: 0x7f.1' http://{http}/                                  # egress_localhost"
         );
         crate::outln!("    curl -s -H 'Host: upload.example.com' -X POST http://{http}/incoming/x    # would_deny (uploads-trial, dry-run)");
+        crate::outln!(
+            "    curl -s -H 'Host: payments.prod.svc.cluster.local:8080' http://{http}/v1/charge  # allowed: the pinned SPIFFE ID"
+        );
+        crate::outln!(
+            "    curl -s -H 'Host: ledger.prod.svc.cluster.local:8080' http://{http}/v1/entries   # 502 upstream_identity_mismatch (impostor)"
+        );
+        crate::outln!(
+            "    curl -s -H 'Host: billing.prod.svc.cluster.local:8080' http://{http}/v1/invoice  # 502 upstream_not_mtls (plaintext)"
+        );
         for line in credential_lines(&http.to_string()) {
             crate::outln!("{line}");
         }

@@ -199,6 +199,8 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], depth: usize, out_path: Option<
                     }
                 }
             }
+            // Upstream pinning's response-phase lines: nothing to learn an allowlist from.
+            Subject::Upstream(_) => {}
             Subject::Connection(c) => {
                 if egress_doc.is_some() {
                     let source = source_of(&c.workload, c.peer.uri_san.as_deref());

@@ -39,6 +39,7 @@ pub mod image_ref;
 pub mod jwt;
 pub mod learn;
 pub mod mesh;
+pub mod mesh_endpoint;
 pub mod observe;
 pub mod offline;
 pub mod package;

@@ -32,6 +32,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::client::TlsIdentity;
 use crate::echo::Echo;
 use crate::envoy::{Envoy, EnvoyOptions};
+use crate::mesh_endpoint::MeshEndpoint;
 use crate::pki::Pki;
 use crate::tls_echo::TlsEcho;
 use crate::Result;
@@ -194,6 +195,9 @@ pub struct Mesh {
     echo: Echo,
     tls_echo: Option<TlsEcho>,
     tls_listener: Option<SocketAddr>,
+    /// The outbound sidecar's pinned services' endpoints: `payments` (the right SPIFFE ID)
+    /// and `impostor` (ledger's poisoned endpoint).
+    mesh_endpoints: Vec<MeshEndpoint>,
     pki: Pki,
     work_dir: PathBuf,
     remove_work_dir: bool,
@@ -275,6 +279,18 @@ impl Mesh {
             vars.push(("TLS_UPSTREAM_ADDRESS", json_str(&tls.addr().ip().to_string())));
             vars.push(("TLS_UPSTREAM_PORT", tls.addr().port().to_string()));
         }
+        let mut mesh_endpoints = Vec::new();
+        if options.kind == MeshKind::SidecarOutbound {
+            for (label, address, port) in
+                [("payments", "PAYMENTS_ADDRESS", "PAYMENTS_PORT"), ("impostor", "IMPOSTOR_ADDRESS", "IMPOSTOR_PORT")]
+            {
+                let w = pki.workload(label)?;
+                let endpoint = MeshEndpoint::start(label, &w.cert, &w.key)?;
+                vars.push((address, json_str(&endpoint.addr().ip().to_string())));
+                vars.push((port, endpoint.addr().port().to_string()));
+                mesh_endpoints.push(endpoint);
+            }
+        }
         let config = render(
             &template,
             &[
@@ -314,6 +330,7 @@ impl Mesh {
             echo,
             tls_echo,
             tls_listener,
+            mesh_endpoints,
             pki,
             work_dir,
             remove_work_dir,
@@ -351,6 +368,12 @@ impl Mesh {
     /// The TLS stand-in for the internet behind the TLS passthrough listener.
     pub fn tls_echo(&self) -> Option<&TlsEcho> {
         self.tls_echo.as_ref()
+    }
+
+    /// The outbound sidecar's endpoint of a pinned service: `"payments"` (the right SPIFFE ID)
+    /// or `"impostor"` (where ledger's poisoned registry entry points).
+    pub fn mesh_endpoint(&self, label: &str) -> Option<&MeshEndpoint> {
+        self.mesh_endpoints.iter().find(|e| e.label() == label)
     }
 
     /// Envoy's admin API address.
@@ -474,6 +497,9 @@ impl Drop for Mesh {
         self.echo.stop();
         if let Some(tls) = self.tls_echo.as_mut() {
             tls.stop();
+        }
+        for endpoint in &mut self.mesh_endpoints {
+            endpoint.stop();
         }
         if !self.remove_work_dir {
             return;

@@ -35,7 +35,15 @@ pub fn decide_request(policy: &Policy, request: &OwnedRequest) -> Decision {
     if !policy.needs().direction {
         view.direction = Direction::Inbound;
     }
-    policy.evaluate(&view)
+    let mut decision = policy.evaluate(&view);
+    // The response phase, when the request says what the upstream connection was: the
+    // filter decides it only for a request that went on. Its findings follow the request's.
+    if let Some(up) = request.upstream_view() {
+        if !decision.enforced() {
+            decision.findings.extend(policy.evaluate_upstream(&up).findings);
+        }
+    }
+    decision
 }
 
 /// The decision the network filter makes for `connection`.

@@ -31,6 +31,9 @@ pub const FOREIGN_TRUST_DOMAIN: &str = "other.example";
 /// The DNS name in the `"server"` certificate (the local sidecar's own serving cert).
 pub const SERVER_DNS_NAME: &str = "localhost";
 
+/// The DNS name in the `"payments"` and `"impostor"` certificates.
+pub const PAYMENTS_DNS_NAME: &str = "payments.prod.svc.cluster.local";
+
 /// One workload's credentials: its certificate (PEM, leaf only) and private key (PEM, PKCS#8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -91,6 +94,8 @@ impl Pki {
     /// | `not-spiffe` | `https://example.com/x` | | test CA |
     /// | `bad-spiffe` | `spiffe://TD/ns/web/../sa/x` | | test CA |
     /// | `untrusted` | `spiffe://TD/ns/web/sa/web` | | a second CA Envoy does not trust |
+    /// | `payments` | `spiffe://TD/ns/prod/sa/payments` | `payments.prod.svc.cluster.local` | test CA (serverAuth + clientAuth) |
+    /// | `impostor` | `spiffe://TD/ns/attacker/sa/impostor` | `payments.prod.svc.cluster.local` | test CA (serverAuth + clientAuth): a valid mesh workload, the wrong one |
     pub fn mint(dir: &Path, trust_domain: &str) -> Result<Pki> {
         fs::create_dir_all(dir).with_context(|| format!("creating PKI dir {}", dir.display()))?;
         let td = trust_domain;
@@ -116,6 +121,22 @@ impl Pki {
             Spec::client("not-spiffe", vec!["https://example.com/x".to_string()]),
             Spec::client("bad-spiffe", vec![format!("spiffe://{td}/ns/web/../sa/x")]),
             Spec { untrusted: true, ..Spec::client("untrusted", vec![spiffe("web", "web")]) },
+            // The upstream endpoints of the outbound sidecar's pinned services (see
+            // crate::mesh_endpoint): the right one, and an impostor with a valid mesh SVID.
+            Spec {
+                name: "payments",
+                uris: vec![spiffe("prod", "payments")],
+                dns: vec![PAYMENTS_DNS_NAME],
+                server: true,
+                untrusted: false,
+            },
+            Spec {
+                name: "impostor",
+                uris: vec![spiffe("attacker", "impostor")],
+                dns: vec![PAYMENTS_DNS_NAME],
+                server: true,
+                untrusted: false,
+            },
         ];
 
         let mut workloads = BTreeMap::new();
@@ -233,6 +254,8 @@ mod tests {
             "not-spiffe",
             "bad-spiffe",
             "untrusted",
+            "payments",
+            "impostor",
         ] {
             let w = pki.workload(name)?;
             assert!(w.cert.is_file() && w.key.is_file(), "{name}");
@@ -245,6 +268,11 @@ mod tests {
         assert_eq!(pki.workload("two-uri-sans")?.spiffe_id, None);
         assert_eq!(pki.workload("not-spiffe")?.spiffe_id, None);
         assert_eq!(pki.workload("untrusted")?.issuer_ca, pki.untrusted_ca_cert);
+        assert_eq!(pki.workload("payments")?.spiffe_id.as_deref(), Some("spiffe://cluster.local/ns/prod/sa/payments"));
+        assert_eq!(
+            pki.workload("impostor")?.spiffe_id.as_deref(),
+            Some("spiffe://cluster.local/ns/attacker/sa/impostor")
+        );
         assert_ne!(fs::read(&pki.ca_cert)?, fs::read(&pki.untrusted_ca_cert)?);
         let other = Pki::mint(&dir.join("td"), "example.org")?;
         assert_eq!(other.workload("admin")?.spiffe_id.as_deref(), Some("spiffe://example.org/ns/ops/sa/admin"));

@@ -66,7 +66,7 @@ pub fn auto_mode(policy: &Value, selectors: &[String], plugin_type: PluginType) 
     let has = |k: &str| policy.get(k).is_some_and(|v| !v.is_null());
     if gateway || plugin_type == PluginType::Network {
         TrafficMode::Client
-    } else if !has("egress") {
+    } else if !has("egress") && !has("upstream") {
         TrafficMode::Server
     } else if !has("identity") && !has("hygiene") {
         TrafficMode::Client

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use policy::view::connection::OwnedConnection;
 use policy::view::request::OwnedRequest;
+use policy::view::upstream::OwnedUpstream;
 use policy::{Decision, Policy};
 use serde_json::{json, Value};
 
@@ -31,6 +32,9 @@ pub const MAX_LINE_SKIP: u64 = 64 << 20;
 pub enum Subject {
     Request(Box<OwnedRequest>),
     Connection(OwnedConnection),
+    /// A response-phase line (upstream pinning, `"phase": "response"`): the upstream
+    /// connection as observed, decided again by the upstream checks alone.
+    Upstream(OwnedUpstream),
 }
 
 /// One decision line.
@@ -58,6 +62,7 @@ impl Entry {
         match &self.subject {
             Subject::Connection(c) => crate::offline::decide_connection(policy, c),
             Subject::Request(r) => crate::offline::decide_request(policy, r),
+            Subject::Upstream(u) => policy.evaluate_upstream(&u.view()),
         }
     }
 
@@ -102,13 +107,16 @@ fn parse_entry(at: String, json_text: &str) -> Result<Entry, String> {
     if !record.is_object() || record.get("outcome").and_then(Value::as_str).is_none() {
         return Err("not a decision line: no `outcome`".into());
     }
-    let subject = if let Some(c) = record.get("connection") {
-        Subject::Connection(serde_json::from_value(c.clone()).map_err(|e| format!("connection: {e}"))?)
-    } else if let Some(r) = record.get("request") {
-        Subject::Request(Box::new(serde_json::from_value(r.clone()).map_err(|e| format!("request: {e}"))?))
-    } else {
-        return Err("a decision line without `request` or `connection`".into());
-    };
+    let subject =
+        if let (Some("response"), Some(u)) = (record.get("phase").and_then(Value::as_str), record.get("upstream")) {
+            Subject::Upstream(serde_json::from_value(u.clone()).map_err(|e| format!("upstream: {e}"))?)
+        } else if let Some(c) = record.get("connection") {
+            Subject::Connection(serde_json::from_value(c.clone()).map_err(|e| format!("connection: {e}"))?)
+        } else if let Some(r) = record.get("request") {
+            Subject::Request(Box::new(serde_json::from_value(r.clone()).map_err(|e| format!("request: {e}"))?))
+        } else {
+            return Err("a decision line without `request` or `connection`".into());
+        };
     let replayable = record.get("replayable").and_then(Value::as_bool).unwrap_or(true);
     Ok(Entry { at, record, subject, replayable })
 }

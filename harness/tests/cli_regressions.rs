@@ -376,3 +376,39 @@ fn check_and_eval_print_json_or_a_table() {
     assert!(table.starts_with("deny (principal spiffe://cluster.local/ns/batch/sa/batch)"), "{table}");
     assert!(table.contains("peer_identity_principal_denied") && table.contains("batch-never-admin"), "{table}");
 }
+
+/// Issue 12: `meshguard eval` decides the response phase too when the request file carries
+/// the upstream facts, as the filter does with the upstream connection it sees.
+#[test]
+fn eval_decides_upstream_pinning_from_the_request_file() {
+    let dir = Scratch::new();
+    let egress = "envoy-config/policies/egress.yaml";
+    let upstream = |san: &str| {
+        json!({"method": "GET", "path": "/v1/entries", "authority": "ledger.prod.svc.cluster.local:8080",
+               "direction": "outbound", "cluster": "outbound|8080||ledger.prod.svc.cluster.local",
+               "workload": {"namespace": "web", "serviceAccount": "web"},
+               "upstream": {"uriSan": san, "tlsVersion": "TLSv1.3", "address": "10.0.0.9:8080"}})
+    };
+    let cases = [
+        (
+            "impostor.json",
+            upstream("spiffe://cluster.local/ns/attacker/sa/impostor"),
+            Some(1),
+            Some("upstream_identity_mismatch"),
+        ),
+        ("right.json", upstream("spiffe://cluster.local/ns/prod/sa/ledger"), Some(0), None),
+    ];
+    for (name, req, status, code) in cases {
+        let path = write(&dir.0, name, req.to_string().as_bytes());
+        let out = meshguard(&["eval", "--policy", egress, "--request", path.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), status, "{name}: {}{}", text(&out.stdout), text(&out.stderr));
+        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(d["findings"][0]["code"].as_str(), code, "{name}: {d}");
+    }
+    let mut plaintext = upstream("x");
+    plaintext["upstream"] = json!({"address": "10.0.0.9:8080"});
+    let path = write(&dir.0, "plain.json", plaintext.to_string().as_bytes());
+    let out = meshguard(&["eval", "--policy", egress, "--request", path.to_str().unwrap()], None);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["findings"][0]["code"], "upstream_not_mtls", "{d}");
+}

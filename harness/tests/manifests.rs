@@ -213,6 +213,12 @@ fn auto_mode_follows_the_policy() {
     let v = |j: Value| j;
     assert_eq!(auto_mode(&v(serde_json::json!({"identity": {}})), &[], http), TrafficMode::Server);
     assert_eq!(auto_mode(&v(serde_json::json!({"hygiene": {}})), &[], http), TrafficMode::Server);
+    // Upstream pinning judges the sidecar's outbound connections.
+    assert_eq!(auto_mode(&v(serde_json::json!({"upstream": {}})), &[], http), TrafficMode::Client);
+    assert_eq!(
+        auto_mode(&v(serde_json::json!({"hygiene": {}, "upstream": {}})), &[], http),
+        TrafficMode::ClientAndServer
+    );
     assert_eq!(auto_mode(&v(serde_json::json!({"egress": {}})), &[], http), TrafficMode::Client);
     assert_eq!(
         auto_mode(&v(serde_json::json!({"identity": {"appliesTo": "inbound"}, "egress": {}})), &[], http),

@@ -66,7 +66,9 @@ pub mod limits {
     pub const IDENTITY_RULES: usize = 1_000;
     /// `egress.allow`: looked up by host, not scanned.
     pub const EGRESS_RULES: usize = 10_000;
-    /// Host names in all rules (identity and egress); twice the 10,000 hosts benchmarked to
+    /// `upstream.destinations`: looked up by cluster host and authority, not scanned.
+    pub const UPSTREAM_DESTINATIONS: usize = 10_000;
+    /// Host names in all rules (identity, egress, and upstream clusters and hosts); twice the 10,000 hosts benchmarked to
     /// compile in ≤ 100 ms and ≤ 10 MiB per VM.
     pub const HOSTS: usize = 20_000;
     /// `*.` host patterns in identity rules: each is a suffix compare per request.
@@ -245,6 +247,20 @@ pub fn check(doc: &PolicyDocument, errs: &mut ConfigErrors) {
                     );
                 }
             }
+        }
+    }
+    if let Some(upstream) = &doc.upstream {
+        if upstream.destinations.len() > limits::UPSTREAM_DESTINATIONS {
+            errs.push(
+                format!("upstream.destinations[{}]", limits::UPSTREAM_DESTINATIONS),
+                format!("over the policy budget: upstream destinations (at most {})", limits::UPSTREAM_DESTINATIONS),
+            );
+        }
+        for (i, d) in upstream.destinations.iter().enumerate() {
+            let at = format!("upstream.destinations[{i}]");
+            m.hosts.add(d.clusters.len(), || format!("{at}.clusters"), errs);
+            m.hosts.add(d.hosts.len(), || format!("{at}.hosts"), errs);
+            m.principals.add(d.identities.len(), || format!("{at}.identities"), errs);
         }
     }
 }

@@ -33,6 +33,14 @@
 //!       methods: [GET, POST]
 //!       paths: [{prefix: /v1/}]
 //!       sources: ["spiffe://cluster.local/ns/payments/sa/*"]
+//! upstream:                    # see crate::checks::upstream (response phase)
+//!   mode: enforce
+//!   destinations:
+//!     - id: payments
+//!       clusters: ["outbound|8080||payments.prod.svc.cluster.local"]
+//!       hosts: [payments.prod.svc.cluster.local]
+//!       identities: ["spiffe://cluster.local/ns/prod/sa/payments"]
+//!       requireMtls: true
 //! ```
 
 use serde::Deserialize;
@@ -57,6 +65,10 @@ pub struct PolicyDocument {
     pub identity: Option<crate::checks::identity::doc::IdentityDoc>,
     #[serde(default)]
     pub egress: Option<crate::checks::egress::doc::EgressDoc>,
+    /// Upstream identity pinning (see [`crate::checks::upstream`]); decided in the response
+    /// phase.
+    #[serde(default)]
+    pub upstream: Option<crate::checks::upstream::doc::UpstreamDoc>,
 }
 
 /// Enforce, or log what would have been denied and let the request through.

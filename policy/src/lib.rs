@@ -36,4 +36,5 @@ pub use policy::{DenyResponse, LogSettings, Policy};
 pub use reason::{Check, ReasonCode};
 pub use view::connection::ConnectionView;
 pub use view::request::{Direction, Peer, RequestView, Workload};
+pub use view::upstream::UpstreamView;
 pub use view::Needs;

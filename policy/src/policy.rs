@@ -9,7 +9,7 @@ use crate::decision::Decision;
 use crate::document::{Mode, PolicyDocument, VERSION};
 use crate::error::ConfigErrors;
 use crate::reason::ReasonCode;
-use crate::view::{ConnectionView, Needs, RequestView};
+use crate::view::{ConnectionView, Needs, RequestView, UpstreamView};
 
 /// What a deny looks like to the client. The body names the reason code (unless the policy
 /// says not to) and the request id, never the rule or anything else from the policy.
@@ -162,6 +162,51 @@ impl Policy {
             }
         }
         decision
+    }
+
+    /// Whether a check decides the upstream connection (the filter's response phase).
+    pub fn has_upstream(&self) -> bool {
+        self.needs.upstream
+    }
+
+    /// Decide one request's upstream connection, in the response phase (the checks that
+    /// decide upstreams: identity pinning). A decision of its own: the request phase's was
+    /// made, logged and counted before the connection existed.
+    pub fn evaluate_upstream(&self, up: &UpstreamView<'_>) -> Decision {
+        let mut decision = Decision::default();
+        for check in self.checks.iter().filter(|c| c.decides_upstream()) {
+            check.evaluate_upstream(up, &mut decision);
+            if decision.enforced() {
+                break;
+            }
+        }
+        decision
+    }
+
+    /// Whether a check pins this destination: `up` with the cluster and authority the request
+    /// phase knows (the connection facts are not read yet). False: the response phase has
+    /// nothing to decide for this request, and the filter reads nothing then.
+    pub fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool {
+        self.checks.iter().any(|c| c.pins_upstream(up))
+    }
+
+    /// Whether a response-phase decision gets a line of its own: only with a finding (a deny
+    /// or would-deny). An allowed upstream adds nothing to the request phase's line.
+    pub fn should_log_upstream(&self, decision: &Decision) -> bool {
+        !decision.findings.is_empty()
+    }
+
+    /// The response-phase decision line: like [`Policy::decision_log_line`], with
+    /// `"phase": "response"` and an `upstream` object (the observed identity and address)
+    /// instead of `request`.
+    pub fn upstream_log_line(
+        &self,
+        decision: &Decision,
+        up: &UpstreamView<'_>,
+        request_id: Option<&[u8]>,
+        unix_millis: u64,
+    ) -> String {
+        crate::log::record_upstream(self, decision, up, request_id, unix_millis)
     }
 
     /// [`Policy::should_log`] for a connection; allows are sampled by a hash of the SNI.

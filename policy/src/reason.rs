@@ -8,10 +8,13 @@ pub enum Check {
     PeerIdentity,
     Egress,
     Jwt,
+    /// Upstream identity pinning: decided in the response phase (see
+    /// [`crate::checks::upstream`]).
+    Upstream,
 }
 
 impl Check {
-    pub const ALL: [Check; 4] = [Check::Hygiene, Check::PeerIdentity, Check::Egress, Check::Jwt];
+    pub const ALL: [Check; 5] = [Check::Hygiene, Check::PeerIdentity, Check::Egress, Check::Jwt, Check::Upstream];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -19,6 +22,7 @@ impl Check {
             Check::PeerIdentity => "peer_identity",
             Check::Egress => "egress",
             Check::Jwt => "jwt",
+            Check::Upstream => "upstream",
         }
     }
 }
@@ -248,6 +252,12 @@ reason_codes! {
     JwtNoMatchingRule => "jwt_no_matching_rule", Jwt;
     /// Rules name hosts and the request's authority is not a host.
     JwtAuthorityInvalid => "jwt_authority_invalid", Jwt;
+    /// Response phase: the upstream's certificate carries no SPIFFE ID the destination's
+    /// pinning rule lists (service-discovery poisoning: the name resolved to another workload).
+    UpstreamIdentityMismatch => "upstream_identity_mismatch", Upstream;
+    /// Response phase: the destination's pinning rule requires mTLS and the upstream
+    /// connection is plaintext, or TLS without a peer certificate.
+    UpstreamNotMtls => "upstream_not_mtls", Upstream;
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //!   through the [`RequestView`] (each computed at most once per request, by the one reader of
 //!   its format in [`crate::parse`]).
 //!
-//! The registry ([`compile_all`]) fixes the order: request hygiene, peer identity, egress, JWT.
+//! The registry ([`compile_all`]) fixes the order: request hygiene, peer identity, egress, JWT;
+//! upstream pinning decides in the response phase ([`Check::evaluate_upstream`]).
 //! Adding a check is one folder here (`doc.rs`, `mod.rs`, `tests.rs`, opening with the threat it
 //! answers), one line in [`compile_all`], its reason codes in [`crate::reason`] and its schema
 //! part.
@@ -24,6 +25,7 @@ pub mod egress;
 pub mod hygiene;
 pub mod identity;
 pub mod jwt;
+pub mod upstream;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,7 +33,7 @@ use std::fmt;
 use crate::decision::Decision;
 use crate::document::{Mode, PolicyDocument};
 use crate::error::ConfigErrors;
-use crate::view::{ConnectionView, Needs, RequestView};
+use crate::view::{ConnectionView, Needs, RequestView, UpstreamView};
 
 /// The shape of a check. See the module documentation.
 pub trait Check: fmt::Debug + Sized {
@@ -57,6 +59,22 @@ pub trait Check: fmt::Debug + Sized {
 
     /// Add this check's findings for one connection, as it opens.
     fn evaluate_connection(&self, _conn: &ConnectionView<'_>, _decision: &mut Decision) {}
+
+    /// Whether the check decides the upstream connection too (the response phase: the first
+    /// moment the connection to the endpoint exists).
+    fn decides_upstream(&self) -> bool {
+        false
+    }
+
+    /// Add this check's findings for one request's upstream connection, in the response phase.
+    fn evaluate_upstream(&self, _up: &UpstreamView<'_>, _decision: &mut Decision) {}
+
+    /// Whether the check has anything to say about this destination (`up` holds the cluster
+    /// and authority only, in the request phase): when none does, the filter reads nothing in
+    /// the response phase.
+    fn pins_upstream(&self, _up: &UpstreamView<'_>) -> bool {
+        self.decides_upstream()
+    }
 }
 
 /// A compiled check as the policy holds it: [`Check`] without its document type.
@@ -65,6 +83,9 @@ pub(crate) trait Compiled: fmt::Debug {
     fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision);
     fn decides_connections(&self) -> bool;
     fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision);
+    fn decides_upstream(&self) -> bool;
+    fn evaluate_upstream(&self, up: &UpstreamView<'_>, decision: &mut Decision);
+    fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool;
 }
 
 impl<C: Check> Compiled for C {
@@ -80,6 +101,15 @@ impl<C: Check> Compiled for C {
     fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision) {
         Check::evaluate_connection(self, conn, decision);
     }
+    fn decides_upstream(&self) -> bool {
+        Check::decides_upstream(self)
+    }
+    fn evaluate_upstream(&self, up: &UpstreamView<'_>, decision: &mut Decision) {
+        Check::evaluate_upstream(self, up, decision);
+    }
+    fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool {
+        Check::pins_upstream(self, up)
+    }
 }
 
 /// The registry: every check the document configures, compiled, in evaluation order.
@@ -89,6 +119,7 @@ pub(crate) fn compile_all(doc: &PolicyDocument, errs: &mut ConfigErrors) -> Vec<
     register::<hygiene::RequestHygiene>(doc.hygiene.as_ref(), &cx, errs, &mut checks);
     register::<identity::PeerIdentity>(doc.identity.as_ref(), &cx, errs, &mut checks);
     register::<egress::EgressAllowlist>(doc.egress.as_ref(), &cx, errs, &mut checks);
+    register::<upstream::UpstreamPinning>(doc.upstream.as_ref(), &cx, errs, &mut checks);
     checks
 }
 
@@ -178,4 +209,6 @@ pub mod builtin {
     pub const EGRESS_AUTHORITY: &str = "egress.authority";
     /// `egress.allow`: no rule names the destination.
     pub const EGRESS_ALLOW: &str = "egress.allow";
+    // Upstream pinning has no built-in rule: every finding names the `upstream.destinations`
+    // rule that pinned the destination (its `id`).
 }

@@ -15,6 +15,7 @@ use crate::decision::{Decision, HeaderMutation};
 use crate::policy::{LogSettings, Policy};
 use crate::view::connection::ConnectionView;
 use crate::view::request::{RequestView, Workload};
+use crate::view::upstream::UpstreamView;
 
 pub mod redact;
 
@@ -175,6 +176,35 @@ pub(crate) fn record_connection(
 ) -> String {
     let mut line = summary(policy, decision, unix_millis);
     line.insert("connection".into(), connection_json(conn));
+    Value::Object(line).to_string()
+}
+
+/// An upstream connection as logged (and as `meshguard replay` reads it back): the identity
+/// and address observed, the cluster and authority they were judged by. Lossy text: these are
+/// Envoy's own renderings (a certificate SAN, `ip:port`), never secrets.
+pub fn upstream_json(up: &UpstreamView<'_>) -> Value {
+    let t = |v: Option<&[u8]>| v.map(text);
+    json!({
+        "cluster": t(up.cluster),
+        "authority": up.authority.map(|a| redact::authority(a.get(..MAX_LOGGED_VALUE).unwrap_or(a))),
+        "uriSan": t(up.uri_san.map(|v| v.get(..MAX_LOGGED_VALUE).unwrap_or(v))),
+        "tlsVersion": t(up.tls_version),
+        "address": t(up.address),
+    })
+}
+
+/// The response-phase decision line of a request (upstream pinning).
+pub(crate) fn record_upstream(
+    policy: &Policy,
+    decision: &Decision,
+    up: &UpstreamView<'_>,
+    request_id: Option<&[u8]>,
+    unix_millis: u64,
+) -> String {
+    let mut line = summary(policy, decision, unix_millis);
+    line.insert("phase".into(), "response".into());
+    line.insert("requestId".into(), request_id.and_then(printable_id).into());
+    line.insert("upstream".into(), upstream_json(up));
     Value::Object(line).to_string()
 }
 

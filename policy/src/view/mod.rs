@@ -6,9 +6,11 @@
 
 pub mod connection;
 pub mod request;
+pub mod upstream;
 
 pub use connection::ConnectionView;
 pub use request::RequestView;
+pub use upstream::UpstreamView;
 
 /// Which connection facts the filter must fetch from Envoy for this policy: each is a host
 /// call per request, so the filter asks only for what a check will read. Folded over the
@@ -29,6 +31,10 @@ pub struct Needs {
     pub cluster_inbound: bool,
     /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
     pub workload: bool,
+    /// The upstream facts of the response phase (`upstream.uri_san_peer_certificate`,
+    /// `upstream.tls_version`, `upstream.address`), and the cluster name and authority kept
+    /// from the request phase to judge them by.
+    pub upstream: bool,
 }
 
 impl Needs {
@@ -51,6 +57,7 @@ impl std::ops::BitOr for Needs {
             cluster: self.cluster || o.cluster,
             cluster_inbound: self.cluster_inbound || o.cluster_inbound,
             workload: self.workload || o.workload,
+            upstream: self.upstream || o.upstream,
         }
     }
 }

@@ -242,7 +242,8 @@ impl<'a> RequestView<'a> {
 /// `{"method", "path", "authority", "scheme", "headers": [[name, value], ...],
 ///   "peer": {"mtls": bool, "uriSan": string|null, "tls": bool},
 ///   "direction": "inbound"|"outbound"|"unspecified", "endOfStream": bool,
-///   "cluster": string|null, "workload": {"namespace": string|null, "serviceAccount": string|null}}`.
+///   "cluster": string|null, "workload": {"namespace": string|null, "serviceAccount": string|null},
+///   "upstream": {"uriSan": string|null, "tlsVersion": string|null, "address": string|null}}`.
 /// `peer.tls` (default: `peer.mtls`), `endOfStream` (default: true, no body), `cluster` and
 /// `workload` are optional, so requests logged before they existed still replay.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -275,6 +276,10 @@ pub struct OwnedRequest {
     pub cluster: Option<String>,
     #[serde(default)]
     pub workload: OwnedWorkload,
+    /// The upstream connection's facts (response phase; see [`crate::view::upstream`]). With
+    /// them, `meshguard eval` decides both phases, as the filter does.
+    #[serde(default)]
+    pub upstream: Option<crate::view::upstream::OwnedUpstream>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -389,6 +394,16 @@ impl OwnedRequest {
             }
         }));
         pairs
+    }
+
+    /// The upstream connection of this request, when the request says it: the cluster and
+    /// authority default to the request's own.
+    pub fn upstream_view(&self) -> Option<crate::view::upstream::UpstreamView<'_>> {
+        let up = self.upstream.as_ref()?;
+        let mut view = up.view();
+        view.cluster = view.cluster.or(self.cluster.as_deref().map(str::as_bytes));
+        view.authority = view.authority.or(Some(self.authority.as_bytes()));
+        Some(view)
     }
 
     /// A view over this request and the pairs from [`OwnedRequest::pairs`].
