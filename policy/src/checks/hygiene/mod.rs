@@ -11,12 +11,12 @@
 //! | limits | `headerCount` `headerBytes` `headerLength` `pathLength` `queryParams` | resource exhaustion in the app's parser; hash-flooding; long targets truncated differently by each hop |
 //! | framing | `contentLength` `transferEncoding` `teHeader` `bodyOnGet` `bodyOnUpgrade` | request smuggling: two parsers disagree where the body ends (CL.TE, TE.CL, a GET body a cache ignores, bytes after an upgrade) |
 //! | names and values | `underscoreHeaders` `headerNames` `controlBytes` `nonAsciiValues` `valueWhitespace` | `Content_Length` read as `Content-Length` by CGI/WSGI apps; header injection; values trimmed or decoded differently |
-//! | singletons | `singletonHeaders` | Envoy merges duplicates into `a,b`: two Hosts, two Authorizations, two Content-Types seen as one |
+//! | singletons | `singletonHeaders` `injectedValues` | Envoy merges duplicates into `a,b`: two Hosts, two Authorizations, two Content-Types, two tenants or API keys seen as one; a second header line left inside a credential after Envoy deleted a bare CR |
 //! | authority and scheme | `authority` `scheme` | host confusion (userinfo, commas, bad ports) for virtual hosting, cache keys, links and SSRF; a client claiming https on plaintext |
 //! | methods | `methodToken` `methodAllowlist` `riskyMethods` `methodOverride` | cross-site tracing, tunnels, and a POST the app runs as DELETE after the rules saw POST |
 //! | upgrades and Expect | `h2cUpgrade` `websocket` `expect` | h2c smuggling past the proxy; malformed handshakes; Expect tricks that stall or split requests |
 //! | path confusion | `encodedSlash` `dotSegments` `doubleSlash` `pathParameters` `doubleEncoding` `encodedControl` `invalidUtf8` `encodedDelimiters` `pathCharacters` | rule evasion: one resource, many spellings (`/admin` as `/a%2Fdmin`, `/x/..;/admin`, `//admin`, `/%2561dmin`) |
-//! | trust headers | `envoyHeaders` `peerMetadata` `xfcc` `forwardedRouting` `urlOverride` `clientIp` `proxyAuthorization` `requestId` | spoofed identity, client IP, host or URL that the app or a later filter believes |
+//! | trust headers | `envoyHeaders` `peerMetadata` `xfcc` `forwardedRouting` `urlOverride` `clientIp` `proxyAuthorization` `requestId` `forwardedFor` `traceContext` `traceForcing` | spoofed identity, client IP, host or URL that the app or a later filter believes; markup in address chains and trace ids (log injection); a client forcing or choosing traces |
 //!
 //! Every guard has an `action` (`reject`, `strip` for the guards that can remove what they
 //! found, `log`) and its own `mode`, under the check's `mode` and the policy's: a guard
