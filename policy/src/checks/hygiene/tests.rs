@@ -1429,3 +1429,21 @@ fn ingress_and_mesh_shapes_pass_the_sidecar_preset() {
         ]
     );
 }
+
+#[test]
+fn a_logged_credential_decides_again_as_on_the_wire() {
+    // The log redacts Authorization; replaying the line must not trip injectedValues.
+    for name in ["sidecar", "gateway-strict"] {
+        let p = policy(json!({"version": 1, "hygiene": {"preset": name}, "decisionLog": {"allowSampleRate": 1}}));
+        let r = req().h("authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln").h("x-real-ip", "10.0.0.1");
+        let pairs: Vec<(&[u8], &[u8])> =
+            r.pseudo.iter().chain(&r.headers).map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+        let view = RequestView::new(&pairs, Peer { mtls: false, uri_san: None }, Direction::Inbound).with_tls(true);
+        let d = p.evaluate(&view);
+        let line: Value = serde_json::from_str(&p.decision_log_line(&d, &view, 0)).unwrap();
+        assert!(line.get("replayable").is_none(), "{name}: {line}");
+    }
+    assert!(!trace::credentials_malformed(b"[redacted]"));
+    assert!(!trace::credentials_malformed(b"[redacted],[redacted]"));
+    assert!(trace::credentials_malformed(b"[redacted] X-A: 1"));
+}

@@ -216,6 +216,12 @@ fn is_token68(v: &[u8]) -> bool {
 /// joined after deleting a bare CR (`Bearer a\rX-Injected: 1` arrives as
 /// `Bearer aX-Injected: 1`) is never one credential.
 pub fn credentials_malformed(v: &[u8]) -> bool {
+    // The decision log's stand-in for a credential (one per merged value): a logged line
+    // decides again as it did on the wire (the log module's replay check), and it holds no
+    // header line.
+    if top_level_elements(v).all(|e| trim_ows(e) == crate::log::redact::REDACTED.as_bytes()) {
+        return false;
+    }
     let scheme_len = v.iter().take_while(|&&b| is_tchar(b)).count();
     if scheme_len == 0 {
         return true;
