@@ -1264,7 +1264,12 @@ fn injected_values_are_refused_in_both_presets() {
             req().h("authorization", "Bearer aX-Injected: 1"),
             req().h("authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"),
         );
-        case(&p, g, req().h("authorization", "Bearer aX-Injected:1"), req().h("authorization", "Basic dXNlcjpwYXNz"));
+        case(
+            &p,
+            g,
+            req().h("authorization", "Basic dXNlcjpwYXNz X-Injected:1"),
+            req().h("authorization", "SharedKey myaccount:ctzMq410TV3wS7upTBcunJTDLEJwMAZuFPfr0mrrA08="),
+        );
         case(
             &p,
             g,

@@ -202,10 +202,13 @@ pub fn may_repeat(t: Trace) -> bool {
     t == Trace::Tracestate
 }
 
-/// RFC 9110 `token68`: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+/// RFC 9110 `token68`: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=", and
+/// `:` for the legacy `id:signature` credentials (Azure Storage `SharedKey account:sig=`,
+/// AWS signature v2 `AWS AKID:sig=`).
 fn is_token68(v: &[u8]) -> bool {
-    let body =
-        v.iter().take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
+    let body = v
+        .iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b':'));
     let n = body.count();
     n > 0 && v.get(n..).unwrap_or_default().iter().all(|&b| b == b'=')
 }
@@ -214,7 +217,8 @@ fn is_token68(v: &[u8]) -> bool {
 /// `auth-scheme [ 1*SP ( token68 / #auth-param ) ]`. Auth-param values are read loosely (any
 /// visible ASCII but `,` and `"` unless quoted: AWS SigV4 puts `/` in them). A value Envoy
 /// joined after deleting a bare CR (`Bearer a\rX-Injected: 1` arrives as
-/// `Bearer aX-Injected: 1`) is never one credential.
+/// `Bearer aX-Injected: 1`) is never one credential. (Without the space, `Bearer aX-A:1`
+/// cannot be told from `SharedKey account:signature` and passes.)
 pub fn credentials_malformed(v: &[u8]) -> bool {
     // The decision log's stand-in for a credential (one per merged value): a logged line
     // decides again as it did on the wire (the log module's replay check), and it holds no
@@ -331,12 +335,17 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
             "sk-proj-abc123",
             "Token token=\"abc\", email=\"a@b.c\"",
+            "SharedKey myaccount:ctzMq410TV3wS7upTBcunJTDLEJwMAZuFPfr0mrrA08=",
+            "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",
+            "HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=abc=",
+            // The known limit: a joined line without a space after its colon.
+            "Bearer aX-Injected:1",
         ] {
             assert!(!credentials_malformed(ok.as_bytes()), "{ok}");
         }
         for bad in [
             "Bearer aX-Injected: 1",
-            "Bearer aX-Injected:1",
+            "SharedKey a:bX-Injected: 1",
             "Bearer a b",
             "Bearer ",
             "Bearer",
