@@ -29,8 +29,21 @@ pub enum Trace {
     DatadogTags,
 }
 
+/// `0-9a-f`, as a table: trace ids are most of what this module reads. (Built at compile
+/// time: an index out of range would fail the build, never a request.)
+#[allow(clippy::indexing_slicing)]
+const LOWER_HEX: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = matches!(b as u8, b'0'..=b'9' | b'a'..=b'f');
+        b += 1;
+    }
+    t
+};
+
 fn lower_hex(v: &[u8]) -> bool {
-    v.iter().all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    v.iter().all(|&b| LOWER_HEX.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 fn hex(v: &[u8]) -> bool {
@@ -54,6 +67,15 @@ fn span_id(v: &[u8]) -> bool {
 /// W3C `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero, lowercase. A later
 /// version (not `ff`) may append `-...` fields after the four the spec defines.
 fn traceparent(v: &[u8]) -> bool {
+    // The one shape every tracer sends today: `00-` 32 hex `-` 16 hex `-` 2 hex, by position.
+    if v.len() == 55 && v.starts_with(b"00-") {
+        let (trace, parent, flags) = (v.get(3..35), v.get(36..52), v.get(53..55));
+        return v.get(35) == Some(&b'-')
+            && v.get(52) == Some(&b'-')
+            && trace.is_some_and(|t| lower_hex(t) && not_zero(t))
+            && parent.is_some_and(|p| lower_hex(p) && not_zero(p))
+            && flags.is_some_and(lower_hex);
+    }
     let mut parts = v.split(|&b| b == b'-');
     let (Some(version), Some(trace), Some(parent), Some(flags)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
