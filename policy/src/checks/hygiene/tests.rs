@@ -748,6 +748,15 @@ impl Gen {
             b"]",
             b":",
             b"@",
+            b"for=",
+            b"unknown",
+            b"10.0.0.1",
+            b"2001:db8::1",
+            b"00-",
+            b"4bf92f3577b34da6a3ce929d0e0e4736",
+            b"00f067aa0ba902b7",
+            b"Root=1-",
+            b"[redacted]",
         ];
         let n = (self.next() % max as u64) as usize;
         let mut out = Vec::new();
@@ -796,6 +805,21 @@ fn never_panics_on_random_bytes() {
         b"x_under",
         b"",
         b"X-Tenant",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"cf-connecting-ip",
+        b"x-forwarded-port",
+        b"traceparent",
+        b"tracestate",
+        b"b3",
+        b"x-b3-sampled",
+        b"uber-trace-id",
+        b"x-cloud-trace-context",
+        b"x-amzn-trace-id",
+        b"x-client-trace-id",
+        b"x-envoy-force-trace",
+        b"x-user",
+        b"x-api-key",
     ];
     let strictest = policy(json!({"version": 1, "decisionLog": {"allowSampleRate": 1}, "hygiene": {
     "preset": "gateway-strict",
