@@ -152,7 +152,8 @@ reason_codes! {
     HygieneProxyAuthorization => "hygiene_proxy_authorization", Hygiene;
     /// An `x-request-id` that is not one well-formed id (log injection, merged duplicates).
     HygieneRequestIdInvalid => "hygiene_request_id_invalid", Hygiene;
-    /// An `x-forwarded-for` entry or a `Forwarded` `for=`/`by=` node that is not an IP address
+    /// An `x-forwarded-for` entry, a `Forwarded` `for=`/`by=` node or the value of a client-address
+    /// header (`x-real-ip`, `cf-connecting-ip`...) that is not an IP address
     /// (or `unknown`, or an RFC 7239 obfuscated node): markup, host names or inet_aton spellings
     /// an app or a log pipeline would believe as the client's address.
     HygieneForwardedForInvalid => "hygiene_forwarded_for_invalid", Hygiene;

@@ -928,6 +928,7 @@ fn ordinary_traffic_passes_the_sidecar_preset_without_a_finding() -> Result<()> 
     let refused: Vec<(&str, Option<&TlsIdentity>, &[u8], &str)> = vec![
         ("sc-xff", None, b"x-forwarded-for: 10.0.0.1, evil.example\r\n", "hygiene_forwarded_for_invalid"),
         ("sc-xff-mtls", Some(&web), b"x-forwarded-for: <svg onload=x>\r\n", "hygiene_forwarded_for_invalid"),
+        ("sc-real-ip-mtls", Some(&web), b"x-real-ip: admin.internal\r\n", "hygiene_forwarded_for_invalid"),
         ("sc-bare-cr", None, b"authorization: Bearer a\rX-Injected: 1\r\n", "hygiene_header_value_injected"),
         ("sc-bare-cr-user", Some(&web), b"x-forwarded-user: alice\rX-Role: admin\r\n", "hygiene_header_value_injected"),
     ];

@@ -445,7 +445,10 @@ impl RequestHygiene {
             Guard::EnvoyHeaders => known == Known::Envoy && !self.envoy_allowed(name),
             Guard::PeerMetadata => known == Known::PeerMetadata,
             Guard::ForwardedRouting => matches!(known, Known::ForwardedRouting | Known::Forwarded),
-            Guard::ForwardedFor => matches!(known, Known::ForwardedFor | Known::Forwarded),
+            Guard::ForwardedFor => {
+                matches!(known, Known::ForwardedFor | Known::Forwarded)
+                    || (known == Known::ClientAddr && !ip::forwarded_for_is_valid(value))
+            }
             Guard::TraceForcing => match known {
                 Known::ClientTraceId => true,
                 Known::Trace(t) => forces_tracing(t),
@@ -453,7 +456,7 @@ impl RequestHygiene {
                 _ => false,
             },
             Guard::UrlOverride => known == Known::UrlOverride,
-            Guard::ClientIp => known == Known::ClientIp,
+            Guard::ClientIp => matches!(known, Known::ClientIp | Known::ClientAddr),
             Guard::ProxyAuthorization => known == Known::ProxyAuthorization,
             Guard::RequestId => known == Known::RequestId,
             _ => false,
@@ -680,6 +683,9 @@ enum Known {
     Envoy,
     /// `x-forwarded-for`: validated, never stripped (Envoy appends to it).
     ForwardedFor,
+    /// A `clientIp` header whose value is an address (or a list): validated like
+    /// `x-forwarded-for` as well.
+    ClientAddr,
     /// `forwarded`: a `forwardedRouting` header whose `for=` nodes are validated too.
     Forwarded,
     /// `x-forwarded-proto`: read by the `scheme` guard.
@@ -795,7 +801,8 @@ fn classify(name: &[u8]) -> Known {
         | b"x-host"
         | b"x-http-host-override" => Known::ForwardedRouting,
         b"x-original-url" | b"x-rewrite-url" | b"x-original-uri" | b"x-forwarded-uri" => Known::UrlOverride,
-        // "The client's address" as CDNs, load balancers and frameworks read it.
+        // "The client's address" as CDNs, load balancers and frameworks read it: an address
+        // (or a list of them), checked as x-forwarded-for's entries are...
         b"x-real-ip"
         | b"true-client-ip"
         | b"x-client-ip"
@@ -806,7 +813,6 @@ fn classify(name: &[u8]) -> Known {
         | b"cf-pseudo-ipv4"
         | b"fastly-client-ip"
         | b"x-original-forwarded-for"
-        | b"x-forwarded"
         | b"forwarded-for"
         | b"x-appengine-user-ip"
         | b"x-azure-clientip"
@@ -816,7 +822,10 @@ fn classify(name: &[u8]) -> Known {
         | b"x-remote-addr"
         | b"x-proxyuser-ip"
         | b"wl-proxy-client-ip"
-        | b"proxy-client-ip" => Known::ClientIp,
+        | b"proxy-client-ip" => Known::ClientAddr,
+        // ... or in a shape of its own (`x-forwarded: for=...`, CloudFront's unbracketed
+        // `v6:port`, the viewer's country).
+        b"x-forwarded" => Known::ClientIp,
         n if n.starts_with(VIEWER) => Known::ClientIp,
         b"proxy-authorization" => Known::ProxyAuthorization,
         b"x-request-id" => Known::RequestId,
@@ -1023,6 +1032,7 @@ impl<'a> Scan<'a> {
             let known = classify(name);
             match known {
                 Known::ForwardedFor => s.forwarded_for_bad |= !ip::forwarded_for_is_valid(value),
+                Known::ClientAddr => s.forwarded_for_bad |= !ip::forwarded_for_is_valid(value),
                 Known::Forwarded => {
                     s.forwarded_for_bad |= !ip::forwarded_is_valid(value);
                     s.forwarded_routing.add(value);
@@ -1069,7 +1079,7 @@ impl<'a> Scan<'a> {
                 Known::Xfcc => &mut s.xfcc,
                 Known::ForwardedRouting => &mut s.forwarded_routing,
                 Known::UrlOverride => &mut s.url_override,
-                Known::ClientIp => &mut s.client_ip,
+                Known::ClientIp | Known::ClientAddr => &mut s.client_ip,
                 Known::ProxyAuthorization => &mut s.proxy_authorization,
                 Known::RequestId => &mut s.request_id,
                 Known::Envoy if !h.envoy_allowed(name) => &mut s.envoy,

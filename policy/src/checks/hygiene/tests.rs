@@ -1126,6 +1126,30 @@ fn every_forwarded_for_entry_is_an_address() {
         req().h("x-forwarded-for", "evil").codes(&preset("sidecar")),
         vec![ReasonCode::HygieneForwardedForInvalid]
     );
+    // The single-address headers of the client-address family are addresses too, even from
+    // an mTLS peer the sidecar believes them from.
+    let s = preset("sidecar");
+    for (h, bad) in [("x-real-ip", "evil.example"), ("cf-connecting-ip", "<script>"), ("true-client-ip", "1.2.3.4, x")]
+    {
+        assert_eq!(req().mtls(WEB).h(h, bad).codes(&s), vec![ReasonCode::HygieneForwardedForInvalid], "{h}");
+    }
+    for (h, ok) in [
+        ("x-real-ip", "203.0.113.7"),
+        ("cf-connecting-ip", "2001:db8::7"),
+        ("x-original-forwarded-for", "1.2.3.4, 5.6.7.8"),
+    ] {
+        assert_eq!(req().mtls(WEB).h(h, ok).codes(&s), vec![], "{h}");
+    }
+    // Not the ones with shapes of their own.
+    assert_eq!(
+        req().mtls(WEB).h("cloudfront-viewer-address", "2001:db8::1:443").h("x-forwarded", "for=1.2.3.4").codes(&s),
+        vec![]
+    );
+    // With action strip, only the bad header goes.
+    let strip = policy(json!({"version": 1, "hygiene": {"guards": {"forwardedFor": {"action": "strip"}}}}));
+    let d = req().mtls(WEB).h("x-real-ip", "evil").h("cf-connecting-ip", "10.0.0.1").eval(&strip);
+    assert_eq!(d.outcome().as_str(), "allow");
+    assert_eq!(removed(&d), ["x-real-ip"]);
 }
 
 #[test]
