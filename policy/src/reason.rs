@@ -147,16 +147,34 @@ reason_codes! {
     HygienePeerMetadataUntrusted => "hygiene_peer_metadata_untrusted", Hygiene;
     /// `x-forwarded-client-cert` elements the local Envoy did not add (or an XFCC header on a non-mTLS connection).
     HygieneXfccUntrustedElement => "hygiene_xfcc_untrusted_element", Hygiene;
-    /// A client-supplied `x-forwarded-host`, `x-forwarded-prefix` or `forwarded` (host and link confusion).
+    /// A client-supplied `x-forwarded-host`, `x-forwarded-prefix`, `x-forwarded-port`, `forwarded`
+    /// or another original host/port/scheme header (host, link and scheme confusion).
     HygieneForwardedRoutingHeader => "hygiene_forwarded_routing_header", Hygiene;
     /// `x-original-url` or `x-rewrite-url`: frameworks route on them instead of the path the rules saw.
     HygieneUrlOverrideHeader => "hygiene_url_override_header", Hygiene;
-    /// A client-supplied `x-real-ip` or `true-client-ip` (IP spoofing for allowlists and rate limits).
+    /// A client-supplied client-address header (`x-real-ip`, `true-client-ip`, `cf-connecting-ip`,
+    /// `x-client-ip` and the rest of the family CDNs and frameworks read): IP spoofing for
+    /// allowlists and rate limits.
     HygieneClientIpHeader => "hygiene_client_ip_header", Hygiene;
     /// A `proxy-authorization` header reaching the app (proxy credentials leak, or a forged proxy login).
     HygieneProxyAuthorization => "hygiene_proxy_authorization", Hygiene;
     /// An `x-request-id` that is not one well-formed id (log injection, merged duplicates).
     HygieneRequestIdInvalid => "hygiene_request_id_invalid", Hygiene;
+    /// An `x-forwarded-for` entry, a `Forwarded` `for=`/`by=` node or the value of a client-address
+    /// header (`x-real-ip`, `cf-connecting-ip`...) that is not an IP address
+    /// (or `unknown`, or an RFC 7239 obfuscated node): markup, host names or inet_aton spellings
+    /// an app or a log pipeline would believe as the client's address.
+    HygieneForwardedForInvalid => "hygiene_forwarded_for_invalid", Hygiene;
+    /// A tracing header (traceparent, tracestate, b3, x-b3-*, uber-trace-id, x-cloud-trace-context,
+    /// x-amzn-trace-id, x-datadog-*) that is malformed or repeated.
+    HygieneTraceContextInvalid => "hygiene_trace_context_invalid", Hygiene;
+    /// A client-supplied header that forces tracing or picks the trace id (x-client-trace-id,
+    /// x-envoy-force-trace, x-b3-sampled, x-b3-flags, x-datadog-sampling-priority).
+    HygieneTraceForcingHeader => "hygiene_trace_forcing_header", Hygiene;
+    /// A credential or identity header whose value holds a second header line (a bare CR Envoy
+    /// deleted: `Bearer a\rX-Injected: 1` arrives as `Bearer aX-Injected: 1`), or an
+    /// Authorization value that is not one RFC 9110 credential.
+    HygieneHeaderValueInjected => "hygiene_header_value_injected", Hygiene;
     /// More header fields than the limit.
     HygieneTooManyHeaders => "hygiene_too_many_headers", Hygiene;
     /// More header bytes (names and values) than the limit.

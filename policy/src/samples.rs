@@ -70,7 +70,7 @@ pub const ORDINARY_30: &[(&str, &str)] = &[
     ("baggage", "userId=alice,region=eu"),
     ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
     ("x-b3-spanid", "e457b5a2e4d86bd1"),
-    ("x-b3-sampled", "1"),
+    ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
     ("x-correlation-id", "8e03978e-40d5-43e8-bc93-6894a57f9324"),
     ("x-forwarded-for", "203.0.113.7"),
 ];

@@ -91,3 +91,39 @@ fn egress_credential_scoping_allocates_nothing_more() {
     eprintln!("egress allow path: {plain} allocations; with credentials deny: {deny}; strip: {strip}");
     assert_eq!((deny, strip), (plain, plain));
 }
+
+/// The hygiene guards on an ordinary request carrying every header family they classify
+/// (client address, forwarding, tracing, identity, credentials): one pass, no allocation of
+/// their own. The two counted are the request view's (the parsed authority's host name and
+/// the canonical path), the same before issue 10's header families were added.
+#[test]
+fn hygiene_allow_path() {
+    let mut headers: Vec<(String, String)> =
+        policy::samples::ORDINARY_30.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    for (n, v) in [
+        ("x-forwarded-for", "203.0.113.7, [2001:db8::1]:443"),
+        ("forwarded", "for=\"[2001:db8::1]:443\";proto=https"),
+        ("x-forwarded-proto", "https"),
+        ("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"),
+        ("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1"),
+        ("x-api-key", "AIzaSyA-1_bc"),
+        ("x-user", "alice@example.com"),
+        ("x-request-id", "5d2c8b3e-4a1f-4c55-9b1e-2f7c9f1e0a11"),
+    ] {
+        headers.push((n.to_string(), v.to_string()));
+    }
+    let req: OwnedRequest = serde_json::from_value(serde_json::json!({
+        "method": "GET", "path": "/api/items?page=2", "authority": "localhost", "scheme": "https",
+        "headers": headers,
+        "peer": {"mtls": true, "uriSan": "spiffe://cluster.local/ns/web/sa/web"}
+    }))
+    .unwrap();
+    for preset in ["sidecar", "gateway-strict"] {
+        let p = Policy::from_value(serde_json::json!({"version": 1, "hygiene": {"preset": preset,
+            "guards": {"forwardedRouting": {"enabled": false}, "clientIp": {"enabled": false}}}}))
+        .unwrap();
+        let n = allocations(&p, &req);
+        eprintln!("hygiene allow path ({preset}): {n} allocations");
+        assert!(n <= 2, "{preset}: {n}");
+    }
+}

@@ -464,16 +464,73 @@ fn gateway_preset_at_the_edge() -> Result<()> {
         b"",
     );
     let a = send(&mesh, "gw-browser", None, &browser)?;
-    assert_clean(&mesh, &a)?;
     // At the edge (use_remote_address, a non-internal peer) Envoy itself removes the x-envoy-*
     // headers it reads (x-envoy-original-path, retry and timeout headers...) and sets
-    // x-envoy-external-address, which the preset allows.
-    let raw =
-        h1("GET", "/a", host, "gw-envoy-known", b"x-envoy-original-path: /admin\r\nx-envoy-retry-on: 5xx\r\n", b"");
+    // x-envoy-external-address. On a listener without use_remote_address the client's value
+    // would pass, and the filter cannot see which listener it is on: the preset strips every
+    // x-envoy-* header, Envoy's own included (the address stays in x-forwarded-for).
+    assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
+    let xff = a.app_got("x-forwarded-for");
+    assert!(xff.len() == 1 && xff[0].starts_with("198.51.100.7,") && xff[0].split(',').count() == 2, "{}", a.text());
+    let raw = h1(
+        "GET",
+        "/a",
+        host,
+        "gw-envoy-known",
+        b"x-envoy-original-path: /admin\r\nx-envoy-retry-on: 5xx\r\nx-envoy-original-dst-host: 10.0.0.9:80\r\nx-envoy-hedge-on-per-try-timeout: true\r\n",
+        b"",
+    );
     let a = send(&mesh, "gw-envoy-known", None, &raw)?;
-    assert_clean(&mesh, &a)?;
+    assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
     let got: Vec<_> = echoed_headers(&a.body).into_iter().filter(|(n, _)| n.starts_with("x-envoy-")).collect();
-    assert_eq!(got, [("x-envoy-external-address".to_string(), "127.0.0.1".to_string())]);
+    assert_eq!(got, [], "{}", a.text());
+
+    // The client-address and forwarding families: stripped, whatever CDN or framework they
+    // are named for; x-forwarded-for (which Envoy appends to) stays.
+    let raw = h1(
+        "GET",
+        "/a",
+        host,
+        "gw-client-ip",
+        b"cf-connecting-ip: 10.0.0.1\r\nfastly-client-ip: 10.0.0.1\r\nx-client-ip: 10.0.0.1\r\ncloudfront-viewer-address: 10.0.0.1:443\r\nx-forwarded-port: 8443\r\nx-original-host: admin.internal\r\nx-forwarded-scheme: https\r\nx-forwarded-for: 10.0.0.1\r\n",
+        b"",
+    );
+    let a = send(&mesh, "gw-client-ip", None, &raw)?;
+    assert_passed_with(&mesh, &a, "hygiene_client_ip_header", "strip")?;
+    assert_passed_with(&mesh, &a, "hygiene_forwarded_routing_header", "strip")?;
+    let got: Vec<String> = echoed_headers(&a.body).into_iter().map(|(n, _)| n).collect();
+    for gone in [
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-client-ip",
+        "cloudfront-viewer-address",
+        "x-forwarded-port",
+        "x-original-host",
+        "x-forwarded-scheme",
+    ] {
+        assert!(!got.iter().any(|n| n == gone), "{gone} reached the app: {}", a.text());
+    }
+    let xff = a.app_got("x-forwarded-for");
+    assert!(xff.len() == 1 && xff[0].starts_with("10.0.0.1,") && xff[0].split(',').count() == 2, "{}", a.text());
+
+    // Tracing: a client does not force tracing or pick its trace id at the edge, and a
+    // malformed trace context never reaches the app; a well-formed one does.
+    let raw = h1(
+        "GET",
+        "/a",
+        host,
+        "gw-trace",
+        b"x-client-trace-id: my-own-id\r\nx-b3-sampled: 1\r\nx-b3-flags: 1\r\nx-envoy-force-trace: true\r\nx-b3-traceid: <script>\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+        b"",
+    );
+    let a = send(&mesh, "gw-trace", None, &raw)?;
+    assert_passed_with(&mesh, &a, "hygiene_trace_forcing_header", "strip")?;
+    assert_passed_with(&mesh, &a, "hygiene_trace_context_invalid", "strip")?;
+    let got: Vec<String> = echoed_headers(&a.body).into_iter().map(|(n, _)| n).collect();
+    for gone in ["x-client-trace-id", "x-b3-sampled", "x-b3-flags", "x-envoy-force-trace", "x-b3-traceid"] {
+        assert!(!got.iter().any(|n| n == gone), "{gone} reached the app: {}", a.text());
+    }
+    assert_eq!(a.app_got("traceparent"), ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]);
 
     // The route cache: a VirtualService routes x-forwarded-host requests to a 421. The guard
     // strips the header and Envoy routes again on what the app will see: the echo answers.
@@ -493,12 +550,33 @@ fn gateway_preset_at_the_edge() -> Result<()> {
     assert!(a.app_got("x-forwarded-host").is_empty() && a.app_got("x-real-ip").is_empty(), "{}", a.text());
 
     let refused: Vec<(&str, Vec<u8>, &str)> = vec![
-        // ... but not the ones it does not know, such as the original_dst cluster's header
-        // that picks the upstream host.
+        // Envoy appends the peer's address; the client's entries must be addresses too.
         (
-            "gw-envoy",
-            h1("GET", "/a", host, "gw-envoy", b"x-envoy-original-dst-host: 10.0.0.9:80\r\n", b""),
-            "hygiene_envoy_header",
+            "gw-xff",
+            h1("GET", "/a", host, "gw-xff", b"x-forwarded-for: <script>alert(1)</script>\r\n", b""),
+            "hygiene_forwarded_for_invalid",
+        ),
+        (
+            "gw-forwarded-for",
+            h1("GET", "/a", host, "gw-forwarded-for", b"forwarded: for=admin.internal\r\n", b""),
+            "hygiene_forwarded_for_invalid",
+        ),
+        // Identity headers are single at the edge.
+        (
+            "gw-tenant-twice",
+            h1("GET", "/a", host, "gw-tenant-twice", b"x-tenant-id: acme\r\nx-tenant-id: globex\r\n", b""),
+            "hygiene_singleton_header_repeated",
+        ),
+        (
+            "gw-api-key-twice",
+            h1("GET", "/a", host, "gw-api-key-twice", b"x-api-key: k1\r\nX-Api-Key: k2\r\n", b""),
+            "hygiene_singleton_header_repeated",
+        ),
+        // Envoy deletes the bare CR and hands the filter `Bearer aX-Injected: 1`.
+        (
+            "gw-bare-cr",
+            h1("GET", "/a", host, "gw-bare-cr", b"authorization: Bearer a\rX-Injected: 1\r\n", b""),
+            "hygiene_header_value_injected",
         ),
         (
             "gw-underscore",
@@ -554,7 +632,9 @@ fn gateway_preset_at_the_edge() -> Result<()> {
             b"",
         ),
     )?;
-    assert_clean(&mesh, &a)?;
+    // (Only Envoy's own x-envoy-external-address is stripped: no XFCC finding.)
+    let d = assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
+    assert_eq!(d["findings"].as_array().map(Vec::len), Some(1), "{d}");
     assert_eq!(a.app_got("x-forwarded-client-cert").len(), 1);
     assert!(!a.app_got("x-forwarded-client-cert")[0].contains("ns/ops"));
 
@@ -588,7 +668,7 @@ fn plain_envoy_defaults_and_the_audit_preset() -> Result<()> {
         ("pe-enc-dots", "/public/%2e%2e/admin", b"", "hygiene_path_dot_segment"),
         ("pe-dots-param", "/public/..;/admin", b"", "hygiene_path_dot_segment"),
         ("pe-underscore", "/a", b"content_length: 0\r\n", "hygiene_underscore_header"),
-        ("pe-envoy", "/a", b"x-envoy-original-path: /admin\r\n", "hygiene_envoy_header"),
+        ("pe-xff", "/a", b"x-forwarded-for: localhost\r\n", "hygiene_forwarded_for_invalid"),
     ];
     for (label, target, extra, code) in &attacks {
         let a = send(&mesh, label, None, &h1("GET", target, host, label, extra, b""))?;
@@ -596,6 +676,24 @@ fn plain_envoy_defaults_and_the_audit_preset() -> Result<()> {
     }
     let a = send(&mesh, "pe-ok", None, &h1("GET", "/public/admin", host, "pe-ok", b"", b""))?;
     assert_clean(&mesh, &a)?;
+    // Without use_remote_address Envoy passes a client's x-envoy-* headers, the edge-only ones
+    // included: gateway-strict strips them, whatever the listener.
+    let raw = h1(
+        "GET",
+        "/a",
+        host,
+        "pe-envoy",
+        b"x-envoy-external-address: 10.9.9.9\r\nx-envoy-internal: true\r\nx-envoy-original-path: /admin\r\n",
+        b"",
+    );
+    let a = send(&mesh, "pe-envoy", None, &raw)?;
+    assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
+    // (The router adds x-envoy-expected-rq-timeout-ms to the upstream request, after filters.)
+    let got: Vec<_> = echoed_headers(&a.body)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("x-envoy-") && n != "x-envoy-expected-rq-timeout-ms")
+        .collect();
+    assert_eq!(got, [], "{}", a.text());
     let a = curl_h2(&mesh, "pe-h2-dots", None, &["-H", "x-request-id: pe-h2-dots"], "/public/%2E%2E/admin")?;
     assert_refused(&mesh, &a, 400, "hygiene_path_dot_segment")?;
 
@@ -671,6 +769,17 @@ fn ordinary_traffic_passes_the_sidecar_preset_without_a_finding() -> Result<()> 
         ("etag", h1("GET", "/static/app.js", host, "etag", b"if-none-match: W/\"5e15153d-120f\"\r\nif-modified-since: Tue, 07 Jan 2020 01:01:01 GMT\r\ncache-control: max-age=0\r\nrange: bytes=0-1023\r\n", b"")),
         ("encoded-query", h1("GET", "/search?q=caf%C3%A9+%26+cr%C3%A8me&filter[brand]=a|b&sort=-price", host, "encoded-query", b"", b"")),
         ("encoded-path", h1("GET", "/files/r%C3%A9sum%C3%A9%20final.pdf", host, "encoded-path", b"", b"")),
+        // An ingress controller or cloud load balancer that terminated TLS, in front of a
+        // PERMISSIVE pod: plaintext with `x-forwarded-proto: https` (Envoy copies it into
+        // `:scheme`), its address chain and its trace headers.
+        (
+            "ingress-tls-terminated",
+            h1("GET", "/api/items", host, "ingress-tls-terminated", b"x-forwarded-proto: https\r\nx-forwarded-for: 203.0.113.7, 10.0.0.4\r\nx-amzn-trace-id: Root=1-67891233-abcdef012345678912345678\r\nx-cloud-trace-context: 105445aa7843bc8bf206b12000100000/1;o=1\r\ntraceparent: 00-105445aa7843bc8bf206b12000100000-00f067aa0ba902b7-01\r\nvia: 1.1 google\r\n", b""),
+        ),
+        (
+            "azure-app-gateway",
+            h1("POST", "/api/items", host, "azure-app-gateway", b"x-forwarded-proto: https\r\nx-forwarded-for: 203.0.113.7:51234\r\ncontent-type: application/json\r\n", json_body),
+        ),
     ];
     let mut answers = Vec::new();
     for (label, raw) in &corpus {
@@ -682,6 +791,21 @@ fn ordinary_traffic_passes_the_sidecar_preset_without_a_finding() -> Result<()> 
         "istio-peer",
         Some(&web),
         &h1("GET", "/api/items", host, "istio-peer", b"x-envoy-peer-metadata: ChQKCkNMVVNURVJfSUQSBhoES3ViZQ==\r\nx-envoy-peer-metadata-id: sidecar~10.244.0.5~web-7d9c.default~default.svc.cluster.local\r\nx-envoy-attempt-count: 1\r\nx-forwarded-proto: http\r\nx-b3-traceid: 80f198ee56343ba8\r\nx-b3-spanid: 64fe8b2a57d3eff7\r\nx-b3-sampled: 0\r\n", b""),
+    )?);
+
+    // A meshed ingress controller (nginx-ingress, a Cloudflare-fronted one) calling over mTLS:
+    // its client-address and forwarding headers are believed.
+    answers.push(send(
+        &mesh,
+        "nginx-ingress-meshed",
+        Some(&web),
+        &h1("GET", "/api/items", host, "nginx-ingress-meshed", b"x-real-ip: 203.0.113.7\r\nx-forwarded-for: 203.0.113.7\r\nx-forwarded-host: shop.example.com\r\nx-forwarded-port: 443\r\nx-forwarded-proto: https\r\nx-forwarded-scheme: https\r\nx-scheme: https\r\nx-original-forwarded-for: 198.51.100.2\r\n", b""),
+    )?);
+    answers.push(send(
+        &mesh,
+        "cloudflare-meshed",
+        Some(&web),
+        &h1("GET", "/api/items", host, "cloudflare-meshed", b"cf-connecting-ip: 2001:db8::7\r\ncf-ray: 8c1f2e3d4a5b6c7d-FRA\r\ncf-ipcountry: DE\r\ncf-visitor: {\"scheme\":\"https\"}\r\ncdn-loop: cloudflare\r\ntrue-client-ip: 2001:db8::7\r\nx-forwarded-for: 2001:db8::7, 172.70.1.1\r\nx-forwarded-proto: https\r\n", b""),
     )?);
 
     // curl itself.
@@ -709,6 +833,33 @@ fn ordinary_traffic_passes_the_sidecar_preset_without_a_finding() -> Result<()> 
         "/api/items/1",
     )?);
     answers.push(curl_h2(&mesh, "curl-h2c", None, &["-H", "x-request-id: curl-h2c"], "/api/items")?);
+    // Envoy tracing's headers between sidecars, over HTTP/2 and mTLS.
+    answers.push(curl_h2(
+        &mesh,
+        "h2-mesh-tracing",
+        Some("web"),
+        &[
+            "-H",
+            "x-request-id: 5d2c8b3e-4a1f-4c55-9b1e-2f7c9f1e0a13",
+            "-H",
+            "b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+            "-H",
+            "traceparent: 00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01",
+            "-H",
+            "tracestate: rojo=00f067aa0ba902b7",
+            "-H",
+            "uber-trace-id: 5f0c3b6f8d1e2a9b:7a1d2c3e4f5a6b7c:0:1",
+            "-H",
+            "x-datadog-trace-id: 1234567890123456789",
+            "-H",
+            "x-datadog-parent-id: 987654321",
+            "-H",
+            "x-datadog-sampling-priority: 1",
+            "-H",
+            "x-envoy-attempt-count: 1",
+        ],
+        "/api/items",
+    )?);
     answers.push(curl_h2(
         &mesh,
         "curl-h2-mtls",
@@ -757,5 +908,33 @@ fn ordinary_traffic_passes_the_sidecar_preset_without_a_finding() -> Result<()> 
     assert_eq!(prom_counter(&mesh, "meshguard_would_deny_total")?, 0);
     // Allowed requests reach Envoy's stats on meshguard's 1 s tick: wait for them.
     assert_eq!(wait_prom_counter(&mesh, "meshguard_allowed_total", answers.len() as u64)?, answers.len() as u64);
+
+    // The same nginx-ingress shape over plaintext (a PERMISSIVE pod): not refused; the
+    // client-address and forwarding headers are stripped, as documented, the rest kept.
+    let a = send(
+        &mesh,
+        "nginx-ingress-plaintext",
+        None,
+        &h1("GET", "/api/items", host, "nginx-ingress-plaintext", b"x-real-ip: 203.0.113.7\r\nx-forwarded-for: 203.0.113.7\r\nx-forwarded-host: shop.example.com\r\nx-forwarded-port: 443\r\nx-forwarded-proto: https\r\nx-scheme: https\r\n", b""),
+    )?;
+    let d = assert_passed_with(&mesh, &a, "hygiene_client_ip_header", "strip")?;
+    let codes: Vec<&str> = d["findings"].as_array().into_iter().flatten().filter_map(|f| f["code"].as_str()).collect();
+    assert_eq!(codes, ["hygiene_forwarded_routing_header", "hygiene_client_ip_header"], "{d}");
+    assert!(a.app_got("x-real-ip").is_empty() && a.app_got("x-forwarded-host").is_empty(), "{}", a.text());
+    assert_eq!(a.app_got("x-forwarded-proto"), ["https"], "{}", a.text());
+
+    // What the sidecar refuses from anyone, mTLS peers included: a forwarded-for entry that is
+    // not an address, and a header line left in a credential after Envoy deleted a bare CR.
+    let refused: Vec<(&str, Option<&TlsIdentity>, &[u8], &str)> = vec![
+        ("sc-xff", None, b"x-forwarded-for: 10.0.0.1, evil.example\r\n", "hygiene_forwarded_for_invalid"),
+        ("sc-xff-mtls", Some(&web), b"x-forwarded-for: <svg onload=x>\r\n", "hygiene_forwarded_for_invalid"),
+        ("sc-real-ip-mtls", Some(&web), b"x-real-ip: admin.internal\r\n", "hygiene_forwarded_for_invalid"),
+        ("sc-bare-cr", None, b"authorization: Bearer a\rX-Injected: 1\r\n", "hygiene_header_value_injected"),
+        ("sc-bare-cr-user", Some(&web), b"x-forwarded-user: alice\rX-Role: admin\r\n", "hygiene_header_value_injected"),
+    ];
+    for (label, tls, extra, code) in refused {
+        let a = send(&mesh, label, tls, &h1("GET", "/api/items", host, label, extra, b""))?;
+        assert_refused(&mesh, &a, 403, code)?;
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! differential inside the product that exists to stop them.
 //!
 //! - [`host`]: authorities, hosts, SNIs and host patterns (one syntax for every section);
+//! - [`ip`]: client addresses in `x-forwarded-for` and `Forwarded`;
 //! - [`path`]: the canonical path rules match on;
 //! - [`target`]: one pass over the request target noting every spelling parsers disagree on;
 //! - [`token`]: RFC 9110 tokens, lists and quoted strings;
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod host;
+pub mod ip;
 pub mod path;
 pub mod spiffe;
 pub mod target;

@@ -127,8 +127,15 @@ guard_doc!(
     RiskyMethodsDoc { allow: Option<Vec<String>> }
 );
 guard_doc!(
-    /// `singletonHeaders`: headers that must appear once, on top of the built-in ones.
-    SingletonHeadersDoc { headers: Option<Vec<String>> }
+    /// `singletonHeaders`: headers that must appear once, on top of the built-in ones; with
+    /// `identityHeaders`, the built-in list of user, tenant and API-key headers too.
+    SingletonHeadersDoc { headers: Option<Vec<String>>, identity_headers: Option<bool> }
+);
+guard_doc!(
+    /// `scheme`: with `trustForwardedProto`, `:scheme https` on a plaintext connection passes
+    /// when `x-forwarded-proto` says `https` (Envoy copies that header into `:scheme` on
+    /// HTTP/1.1: an ingress controller that terminated TLS in front of a PERMISSIVE pod).
+    SchemeDoc { trust_forwarded_proto: Option<bool> }
 );
 guard_doc!(
     /// `nonAsciiValues`: with `allowUtf8`, valid UTF-8 passes and only other bytes trip it.
@@ -196,11 +203,13 @@ pub struct GuardsDoc {
     pub value_whitespace: Option<GuardDoc>,
     #[serde(default)]
     pub singleton_headers: Option<SingletonHeadersDoc>,
+    #[serde(default)]
+    pub injected_values: Option<GuardDoc>,
     // Authority and scheme.
     #[serde(default)]
     pub authority: Option<GuardDoc>,
     #[serde(default)]
-    pub scheme: Option<GuardDoc>,
+    pub scheme: Option<SchemeDoc>,
     // Methods.
     #[serde(default)]
     pub method_token: Option<GuardDoc>,
@@ -253,4 +262,10 @@ pub struct GuardsDoc {
     pub proxy_authorization: Option<TrustDoc>,
     #[serde(default)]
     pub request_id: Option<TrustDoc>,
+    #[serde(default)]
+    pub forwarded_for: Option<GuardDoc>,
+    #[serde(default)]
+    pub trace_context: Option<GuardDoc>,
+    #[serde(default)]
+    pub trace_forcing: Option<GuardDoc>,
 }

@@ -11,12 +11,12 @@
 //! | limits | `headerCount` `headerBytes` `headerLength` `pathLength` `queryParams` | resource exhaustion in the app's parser; hash-flooding; long targets truncated differently by each hop |
 //! | framing | `contentLength` `transferEncoding` `teHeader` `bodyOnGet` `bodyOnUpgrade` | request smuggling: two parsers disagree where the body ends (CL.TE, TE.CL, a GET body a cache ignores, bytes after an upgrade) |
 //! | names and values | `underscoreHeaders` `headerNames` `controlBytes` `nonAsciiValues` `valueWhitespace` | `Content_Length` read as `Content-Length` by CGI/WSGI apps; header injection; values trimmed or decoded differently |
-//! | singletons | `singletonHeaders` | Envoy merges duplicates into `a,b`: two Hosts, two Authorizations, two Content-Types seen as one |
+//! | singletons | `singletonHeaders` `injectedValues` | Envoy merges duplicates into `a,b`: two Hosts, two Authorizations, two Content-Types, two tenants or API keys seen as one; a second header line left inside a credential after Envoy deleted a bare CR |
 //! | authority and scheme | `authority` `scheme` | host confusion (userinfo, commas, bad ports) for virtual hosting, cache keys, links and SSRF; a client claiming https on plaintext |
 //! | methods | `methodToken` `methodAllowlist` `riskyMethods` `methodOverride` | cross-site tracing, tunnels, and a POST the app runs as DELETE after the rules saw POST |
 //! | upgrades and Expect | `h2cUpgrade` `websocket` `expect` | h2c smuggling past the proxy; malformed handshakes; Expect tricks that stall or split requests |
 //! | path confusion | `encodedSlash` `dotSegments` `doubleSlash` `pathParameters` `doubleEncoding` `encodedControl` `invalidUtf8` `encodedDelimiters` `pathCharacters` | rule evasion: one resource, many spellings (`/admin` as `/a%2Fdmin`, `/x/..;/admin`, `//admin`, `/%2561dmin`) |
-//! | trust headers | `envoyHeaders` `peerMetadata` `xfcc` `forwardedRouting` `urlOverride` `clientIp` `proxyAuthorization` `requestId` | spoofed identity, client IP, host or URL that the app or a later filter believes |
+//! | trust headers | `envoyHeaders` `peerMetadata` `xfcc` `forwardedRouting` `urlOverride` `clientIp` `proxyAuthorization` `requestId` `forwardedFor` `traceContext` `traceForcing` | spoofed identity, client IP, host or URL that the app or a later filter believes; markup in address chains and trace ids (log injection); a client forcing or choosing traces |
 //!
 //! Every guard has an `action` (`reject`, `strip` for the guards that can remove what they
 //! found, `log`) and its own `mode`, under the check's `mode` and the policy's: a guard
@@ -29,6 +29,7 @@
 
 pub mod doc;
 pub mod presets;
+pub mod trace;
 
 use crate::checks::{Check, Context};
 use crate::decision::{Decision, Finding, HeaderMutation, Remedy};
@@ -42,6 +43,7 @@ use crate::view::request::RequestView;
 use crate::view::Needs;
 
 use crate::parse::host::Host;
+use crate::parse::ip;
 use crate::parse::target::PathFacts;
 use doc::{CommonDoc, GuardAction, GuardsDoc, HygieneDoc};
 
@@ -103,6 +105,7 @@ guards! {
     NonAsciiValues => "nonAsciiValues", HygieneHeaderValueNonAscii, strip: true, trust: false;
     ValueWhitespace => "valueWhitespace", HygieneHeaderValueWhitespace, strip: false, trust: false;
     SingletonHeaders => "singletonHeaders", HygieneSingletonHeaderRepeated, strip: false, trust: false;
+    InjectedValues => "injectedValues", HygieneHeaderValueInjected, strip: false, trust: false;
     Authority => "authority", HygieneAuthorityInvalid, strip: false, trust: false;
     Scheme => "scheme", HygieneSchemeInvalid, strip: false, trust: false;
     MethodToken => "methodToken", HygieneMethodInvalid, strip: false, trust: false;
@@ -129,6 +132,9 @@ guards! {
     ClientIp => "clientIp", HygieneClientIpHeader, strip: true, trust: true;
     ProxyAuthorization => "proxyAuthorization", HygieneProxyAuthorization, strip: true, trust: true;
     RequestId => "requestId", HygieneRequestIdInvalid, strip: true, trust: true;
+    ForwardedFor => "forwardedFor", HygieneForwardedForInvalid, strip: true, trust: false;
+    TraceContext => "traceContext", HygieneTraceContextInvalid, strip: true, trust: false;
+    TraceForcing => "traceForcing", HygieneTraceForcingHeader, strip: true, trust: false;
 }
 
 /// The most headers `singletonHeaders.headers` may list.
@@ -165,6 +171,10 @@ pub struct RequestHygiene {
     expect_require_body: bool,
     envoy_allow: Vec<Vec<u8>>,
     xfcc_trusted: Vec<PrincipalPattern>,
+    /// `singletonHeaders.identityHeaders`: the built-in identity headers must be single.
+    identity_singletons: bool,
+    /// `scheme.trustForwardedProto`.
+    trust_forwarded_proto: bool,
     needs: Needs,
 }
 
@@ -186,6 +196,7 @@ fn common_of(guards: &GuardsDoc, g: Guard) -> Option<CommonDoc> {
         Guard::NonAsciiValues => guards.non_ascii_values.as_ref().map(|d| d.common()),
         Guard::ValueWhitespace => guards.value_whitespace.as_ref().map(|d| d.common()),
         Guard::SingletonHeaders => guards.singleton_headers.as_ref().map(|d| d.common()),
+        Guard::InjectedValues => guards.injected_values.as_ref().map(|d| d.common()),
         Guard::Authority => guards.authority.as_ref().map(|d| d.common()),
         Guard::Scheme => guards.scheme.as_ref().map(|d| d.common()),
         Guard::MethodToken => guards.method_token.as_ref().map(|d| d.common()),
@@ -212,6 +223,9 @@ fn common_of(guards: &GuardsDoc, g: Guard) -> Option<CommonDoc> {
         Guard::ClientIp => guards.client_ip.as_ref().map(|d| d.common()),
         Guard::ProxyAuthorization => guards.proxy_authorization.as_ref().map(|d| d.common()),
         Guard::RequestId => guards.request_id.as_ref().map(|d| d.common()),
+        Guard::ForwardedFor => guards.forwarded_for.as_ref().map(|d| d.common()),
+        Guard::TraceContext => guards.trace_context.as_ref().map(|d| d.common()),
+        Guard::TraceForcing => guards.trace_forcing.as_ref().map(|d| d.common()),
     };
     g
 }
@@ -292,9 +306,14 @@ impl RequestHygiene {
             Guard::ControlBytes => s.control,
             Guard::NonAsciiValues => s.non_ascii,
             Guard::ValueWhitespace => s.whitespace,
-            Guard::SingletonHeaders => s.singleton_repeated(),
+            Guard::SingletonHeaders => s.singleton_repeated() || (self.identity_singletons && s.identity_repeated()),
+            Guard::InjectedValues => s.injected,
             Guard::Authority => !authority_is_valid(req),
-            Guard::Scheme => s.scheme.is_some_and(|sc| !(sc == b"http" || (sc == b"https" && req.tls))),
+            Guard::Scheme => {
+                let https_ok = req.tls || (self.trust_forwarded_proto && s.forwarded_https());
+                s.scheme.is_some_and(|sc| !(sc == b"http" || (sc == b"https" && https_ok)))
+                    || (!self.trust_forwarded_proto && !s.forwarded_proto_consistent(req.tls))
+            }
             Guard::MethodToken => {
                 s.method.is_empty()
                     || !s.method.iter().all(|&b| is_tchar(b))
@@ -339,6 +358,9 @@ impl RequestHygiene {
                     && !self.trusted_peer(slot, req)
                     && (s.request_id.count > 1 || !request_id_is_valid(s.request_id.first))
             }
+            Guard::ForwardedFor => s.forwarded_for_bad,
+            Guard::TraceContext => s.trace_bad,
+            Guard::TraceForcing => s.trace_forcing,
         }
     }
 
@@ -396,8 +418,10 @@ impl RequestHygiene {
             });
             return;
         }
+        let bad_traces = if g == Guard::TraceContext { bad_trace_kinds(req) } else { 0 };
         for &(name, value) in req.headers {
-            if name.first() == Some(&b':') || !self.strips(g, name, value) {
+            let by_kind = matches!(classify(name), Known::Trace(t) if bad_traces & (1u32 << (t as u32)) != 0);
+            if name.first() == Some(&b':') || !(by_kind || self.strips(g, name, value)) {
                 continue;
             }
             let lower = name.to_ascii_lowercase();
@@ -420,9 +444,19 @@ impl RequestHygiene {
             Guard::Expect => known == Known::Expect,
             Guard::EnvoyHeaders => known == Known::Envoy && !self.envoy_allowed(name),
             Guard::PeerMetadata => known == Known::PeerMetadata,
-            Guard::ForwardedRouting => known == Known::ForwardedRouting,
+            Guard::ForwardedRouting => matches!(known, Known::ForwardedRouting | Known::Forwarded),
+            Guard::ForwardedFor => {
+                matches!(known, Known::ForwardedFor | Known::Forwarded)
+                    || (known == Known::ClientAddr && !ip::forwarded_for_is_valid(value))
+            }
+            Guard::TraceForcing => match known {
+                Known::ClientTraceId => true,
+                Known::Trace(t) => forces_tracing(t),
+                Known::Envoy => name.eq_ignore_ascii_case(FORCE_TRACE),
+                _ => false,
+            },
             Guard::UrlOverride => known == Known::UrlOverride,
-            Guard::ClientIp => known == Known::ClientIp,
+            Guard::ClientIp => matches!(known, Known::ClientIp | Known::ClientAddr),
             Guard::ProxyAuthorization => known == Known::ProxyAuthorization,
             Guard::RequestId => known == Known::RequestId,
             _ => false,
@@ -535,6 +569,12 @@ impl Check for RequestHygiene {
         if let Some(v) = guards.expect.as_ref().and_then(|d| d.require_body) {
             p.expect_require_body = v;
         }
+        if let Some(v) = guards.singleton_headers.as_ref().and_then(|d| d.identity_headers) {
+            p.identity_singletons = v;
+        }
+        if let Some(v) = guards.scheme.as_ref().and_then(|d| d.trust_forwarded_proto) {
+            p.trust_forwarded_proto = v;
+        }
         if let Some(a) = guards.envoy_headers.as_ref().and_then(|d| d.allow.clone()) {
             p.envoy_allow = a;
         }
@@ -586,6 +626,8 @@ impl Check for RequestHygiene {
             expect_require_body: p.expect_require_body,
             envoy_allow,
             xfcc_trusted,
+            identity_singletons: p.identity_singletons,
+            trust_forwarded_proto: p.trust_forwarded_proto,
             needs,
         }
     }
@@ -639,16 +681,84 @@ enum Known {
     ProxyAuthorization,
     RequestId,
     Envoy,
+    /// `x-forwarded-for`: validated, never stripped (Envoy appends to it).
+    ForwardedFor,
+    /// A `clientIp` header whose value is an address (or a list): validated like
+    /// `x-forwarded-for` as well.
+    ClientAddr,
+    /// `forwarded`: a `forwardedRouting` header whose `for=` nodes are validated too.
+    Forwarded,
+    /// `x-forwarded-proto`: read by the `scheme` guard.
+    ForwardedProto,
+    /// A header of [`IDENTITY`], by index.
+    Identity(u8),
+    /// A tracing header whose format is checked.
+    Trace(trace::Trace),
+    /// `x-client-trace-id`.
+    ClientTraceId,
     Other,
 }
+
+/// The user, tenant, API-key and credential headers `singletonHeaders.identityHeaders` wants
+/// once (oauth2-proxy, Pomerium, Kong, Azure App Service, Google IAP, AWS ALB, the API-key
+/// conventions). Not `cookie`: HTTP/2 splits it into many fields (RFC 9113 8.2.3).
+/// `classify` names them by their index here (a test keeps the two in step); at most 64.
+#[cfg_attr(not(test), allow(dead_code))]
+const IDENTITY: [&[u8]; 38] = [
+    b"x-user",
+    b"x-user-id",
+    b"x-userid",
+    b"x-username",
+    b"x-user-email",
+    b"x-email",
+    b"x-auth-request-user",
+    b"x-auth-request-email",
+    b"x-auth-request-access-token",
+    b"x-forwarded-user",
+    b"x-forwarded-email",
+    b"x-forwarded-preferred-username",
+    b"x-forwarded-access-token",
+    b"x-remote-user",
+    b"remote-user",
+    b"x-authenticated-user",
+    b"x-authenticated-userid",
+    b"x-consumer-id",
+    b"x-consumer-username",
+    b"x-tenant",
+    b"x-tenant-id",
+    b"x-org-id",
+    b"x-organization-id",
+    b"x-account-id",
+    b"x-api-key",
+    b"api-key",
+    b"apikey",
+    b"x-goog-api-key",
+    b"x-amz-security-token",
+    b"x-auth-token",
+    b"x-access-token",
+    b"x-client-cert",
+    b"x-ms-client-principal",
+    b"x-ms-client-principal-id",
+    b"x-ms-client-principal-name",
+    b"x-goog-authenticated-user-email",
+    b"x-goog-iap-jwt-assertion",
+    b"x-amzn-oidc-identity",
+];
 
 /// One lowercase copy on the stack, one `match`: no allocation, no hashing.
 fn classify(name: &[u8]) -> Known {
     const PREFIX: &[u8] = b"x-envoy-";
+    const VIEWER: &[u8] = b"cloudfront-viewer-";
+    let has_prefix = |p: &[u8]| name.get(..p.len()).is_some_and(|n| n.eq_ignore_ascii_case(p));
     let mut buf = [0u8; 32];
     let Some(lower) = buf.get_mut(..name.len()) else {
-        let envoy = name.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX));
-        return if envoy { Known::Envoy } else { Known::Other };
+        return if has_prefix(PREFIX) {
+            Known::Envoy
+        } else if has_prefix(VIEWER) {
+            Known::ClientIp
+        } else {
+            Known::Other
+        };
     };
     for (d, s) in lower.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
@@ -669,14 +779,137 @@ fn classify(name: &[u8]) -> Known {
         b"x-http-method-override" | b"x-http-method" | b"x-method-override" => Known::MethodOverride,
         b"x-envoy-peer-metadata" | b"x-envoy-peer-metadata-id" => Known::PeerMetadata,
         b"x-forwarded-client-cert" => Known::Xfcc,
-        b"x-forwarded-host" | b"x-forwarded-prefix" | b"forwarded" => Known::ForwardedRouting,
-        b"x-original-url" | b"x-rewrite-url" => Known::UrlOverride,
-        b"x-real-ip" | b"true-client-ip" => Known::ClientIp,
+        b"x-forwarded-for" => Known::ForwardedFor,
+        b"forwarded" => Known::Forwarded,
+        b"x-forwarded-proto" => Known::ForwardedProto,
+        // The original host, port, prefix and scheme as proxies, CDNs and frameworks pass them
+        // (Rails, Django, Express `trust proxy`, Spring `ForwardedHeaderFilter`, ASP.NET
+        // `ForwardedHeaders`, IIS ARR, Azure Front Door, CloudFront).
+        b"x-forwarded-host"
+        | b"x-forwarded-prefix"
+        | b"x-forwarded-port"
+        | b"x-forwarded-scheme"
+        | b"x-forwarded-protocol"
+        | b"x-forwarded-server"
+        | b"x-forwarded-ssl"
+        | b"x-url-scheme"
+        | b"x-scheme"
+        | b"front-end-https"
+        | b"x-arr-ssl"
+        | b"cloudfront-forwarded-proto"
+        | b"x-original-host"
+        | b"x-host"
+        | b"x-http-host-override" => Known::ForwardedRouting,
+        b"x-original-url" | b"x-rewrite-url" | b"x-original-uri" | b"x-forwarded-uri" => Known::UrlOverride,
+        // "The client's address" as CDNs, load balancers and frameworks read it: an address
+        // (or a list of them), checked as x-forwarded-for's entries are...
+        b"x-real-ip"
+        | b"true-client-ip"
+        | b"x-client-ip"
+        | b"client-ip"
+        | b"x-cluster-client-ip"
+        | b"cf-connecting-ip"
+        | b"cf-connecting-ipv6"
+        | b"cf-pseudo-ipv4"
+        | b"fastly-client-ip"
+        | b"x-original-forwarded-for"
+        | b"forwarded-for"
+        | b"x-appengine-user-ip"
+        | b"x-azure-clientip"
+        | b"x-azure-socketip"
+        | b"x-originating-ip"
+        | b"x-remote-ip"
+        | b"x-remote-addr"
+        | b"x-proxyuser-ip"
+        | b"wl-proxy-client-ip"
+        | b"proxy-client-ip" => Known::ClientAddr,
+        // ... or in a shape of its own (`x-forwarded: for=...`, CloudFront's unbracketed
+        // `v6:port`, the viewer's country).
+        b"x-forwarded" => Known::ClientIp,
+        n if n.starts_with(VIEWER) => Known::ClientIp,
         b"proxy-authorization" => Known::ProxyAuthorization,
         b"x-request-id" => Known::RequestId,
+        b"traceparent" => Known::Trace(trace::Trace::Traceparent),
+        b"tracestate" => Known::Trace(trace::Trace::Tracestate),
+        b"b3" => Known::Trace(trace::Trace::B3),
+        b"x-b3-traceid" => Known::Trace(trace::Trace::B3TraceId),
+        b"x-b3-spanid" => Known::Trace(trace::Trace::B3SpanId),
+        b"x-b3-parentspanid" => Known::Trace(trace::Trace::B3ParentSpanId),
+        b"x-b3-sampled" => Known::Trace(trace::Trace::B3Sampled),
+        b"x-b3-flags" => Known::Trace(trace::Trace::B3Flags),
+        b"uber-trace-id" => Known::Trace(trace::Trace::UberTraceId),
+        b"x-cloud-trace-context" => Known::Trace(trace::Trace::CloudTrace),
+        b"x-amzn-trace-id" => Known::Trace(trace::Trace::AmznTrace),
+        b"x-datadog-trace-id" => Known::Trace(trace::Trace::DatadogId),
+        b"x-datadog-parent-id" => Known::Trace(trace::Trace::DatadogParentId),
+        b"x-datadog-sampling-priority" => Known::Trace(trace::Trace::DatadogPriority),
+        b"x-datadog-origin" => Known::Trace(trace::Trace::DatadogOther),
+        b"x-datadog-tags" => Known::Trace(trace::Trace::DatadogTags),
+        b"x-client-trace-id" => Known::ClientTraceId,
         n if n.starts_with(PREFIX) => Known::Envoy,
+        b"x-user" => Known::Identity(0),
+        b"x-user-id" => Known::Identity(1),
+        b"x-userid" => Known::Identity(2),
+        b"x-username" => Known::Identity(3),
+        b"x-user-email" => Known::Identity(4),
+        b"x-email" => Known::Identity(5),
+        b"x-auth-request-user" => Known::Identity(6),
+        b"x-auth-request-email" => Known::Identity(7),
+        b"x-auth-request-access-token" => Known::Identity(8),
+        b"x-forwarded-user" => Known::Identity(9),
+        b"x-forwarded-email" => Known::Identity(10),
+        b"x-forwarded-preferred-username" => Known::Identity(11),
+        b"x-forwarded-access-token" => Known::Identity(12),
+        b"x-remote-user" => Known::Identity(13),
+        b"remote-user" => Known::Identity(14),
+        b"x-authenticated-user" => Known::Identity(15),
+        b"x-authenticated-userid" => Known::Identity(16),
+        b"x-consumer-id" => Known::Identity(17),
+        b"x-consumer-username" => Known::Identity(18),
+        b"x-tenant" => Known::Identity(19),
+        b"x-tenant-id" => Known::Identity(20),
+        b"x-org-id" => Known::Identity(21),
+        b"x-organization-id" => Known::Identity(22),
+        b"x-account-id" => Known::Identity(23),
+        b"x-api-key" => Known::Identity(24),
+        b"api-key" => Known::Identity(25),
+        b"apikey" => Known::Identity(26),
+        b"x-goog-api-key" => Known::Identity(27),
+        b"x-amz-security-token" => Known::Identity(28),
+        b"x-auth-token" => Known::Identity(29),
+        b"x-access-token" => Known::Identity(30),
+        b"x-client-cert" => Known::Identity(31),
+        b"x-ms-client-principal" => Known::Identity(32),
+        b"x-ms-client-principal-id" => Known::Identity(33),
+        b"x-ms-client-principal-name" => Known::Identity(34),
+        b"x-goog-authenticated-user-email" => Known::Identity(35),
+        b"x-goog-iap-jwt-assertion" => Known::Identity(36),
+        b"x-amzn-oidc-identity" => Known::Identity(37),
         _ => Known::Other,
     }
+}
+
+const FORCE_TRACE: &[u8] = b"x-envoy-force-trace";
+
+/// The [`trace::Trace`] kinds (one bit each) with a malformed value or repeated where they may
+/// not be: what a `traceContext` strip removes (every field of the kind).
+fn bad_trace_kinds(req: &RequestView<'_>) -> u32 {
+    let (mut seen, mut bad) = (0u32, 0u32);
+    for &(name, value) in req.headers {
+        if let Known::Trace(t) = classify(name) {
+            let bit = 1u32 << (t as u32);
+            if !trace::is_valid(t, value) || (seen & bit != 0 && !trace::may_repeat(t)) {
+                bad |= bit;
+            }
+            seen |= bit;
+        }
+    }
+    bad
+}
+
+/// Trace headers that decide sampling: a client that sets them picks what is traced.
+fn forces_tracing(t: trace::Trace) -> bool {
+    matches!(t, trace::Trace::B3Sampled | trace::Trace::B3Flags | trace::Trace::DatadogPriority)
 }
 
 /// How often a header was seen, and its first value.
@@ -741,6 +974,23 @@ struct Scan<'a> {
     envoy: Seen<'a>,
     /// A header of `singletonHeaders.headers` repeated or comma-merged.
     extra_repeated: bool,
+    forwarded_for: Seen<'a>,
+    forwarded: Seen<'a>,
+    forwarded_proto: Seen<'a>,
+    /// Some `x-forwarded-for` or `forwarded` value holds an entry that is not an address.
+    forwarded_for_bad: bool,
+    /// The [`IDENTITY`] headers seen (one bit each).
+    identity_seen: u64,
+    /// An identity header repeated or comma-merged.
+    identity_repeated: bool,
+    /// A credential or identity value with a header line inside.
+    injected: bool,
+    /// The [`trace::Trace`] kinds seen (one bit each).
+    trace_seen: u32,
+    /// A tracing header malformed, or repeated where it may not be.
+    trace_bad: bool,
+    /// A header that forces tracing.
+    trace_forcing: bool,
 }
 
 impl<'a> Scan<'a> {
@@ -769,7 +1019,49 @@ impl<'a> Scan<'a> {
             s.control |= control;
             s.non_ascii |= high && (!h.allow_utf8 || std::str::from_utf8(value).is_err());
             s.whitespace |= matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'));
-            let seen = match classify(name) {
+            if !h.singleton_extra.is_empty() {
+                for (i, extra) in h.singleton_extra.iter().enumerate() {
+                    if extra.eq_ignore_ascii_case(name) {
+                        if let Some(n) = extra_counts.get_mut(i) {
+                            *n = n.saturating_add(1);
+                            s.extra_repeated |= *n > 1 || has_top_level_comma(value);
+                        }
+                    }
+                }
+            }
+            let known = classify(name);
+            match known {
+                Known::ForwardedFor => s.forwarded_for_bad |= !ip::forwarded_for_is_valid(value),
+                Known::ClientAddr => s.forwarded_for_bad |= !ip::forwarded_for_is_valid(value),
+                Known::Forwarded => {
+                    s.forwarded_for_bad |= !ip::forwarded_is_valid(value);
+                    s.forwarded_routing.add(value);
+                }
+                Known::Authorization | Known::ProxyAuthorization => {
+                    s.injected |= trace::credentials_malformed(value);
+                }
+                Known::Identity(i) => {
+                    s.injected |= trace::has_header_line(value);
+                    let bit = 1u64 << i;
+                    s.identity_repeated |= s.identity_seen & bit != 0 || has_top_level_comma(value);
+                    s.identity_seen |= bit;
+                    continue;
+                }
+                Known::Trace(t) => {
+                    let bit = 1u32 << (t as u32);
+                    s.trace_bad |= !trace::is_valid(t, value) || (s.trace_seen & bit != 0 && !trace::may_repeat(t));
+                    s.trace_seen |= bit;
+                    s.trace_forcing |= forces_tracing(t);
+                    continue;
+                }
+                Known::ClientTraceId => {
+                    s.trace_forcing = true;
+                    continue;
+                }
+                Known::Envoy => s.trace_forcing |= name.eq_ignore_ascii_case(FORCE_TRACE),
+                _ => {}
+            }
+            let seen = match known {
                 Known::ContentLength => &mut s.content_length,
                 Known::TransferEncoding => &mut s.transfer_encoding,
                 Known::Te => &mut s.te,
@@ -787,21 +1079,14 @@ impl<'a> Scan<'a> {
                 Known::Xfcc => &mut s.xfcc,
                 Known::ForwardedRouting => &mut s.forwarded_routing,
                 Known::UrlOverride => &mut s.url_override,
-                Known::ClientIp => &mut s.client_ip,
+                Known::ClientIp | Known::ClientAddr => &mut s.client_ip,
                 Known::ProxyAuthorization => &mut s.proxy_authorization,
                 Known::RequestId => &mut s.request_id,
                 Known::Envoy if !h.envoy_allowed(name) => &mut s.envoy,
-                Known::Envoy | Known::Other => {
-                    for (i, extra) in h.singleton_extra.iter().enumerate() {
-                        if extra.eq_ignore_ascii_case(name) {
-                            if let Some(n) = extra_counts.get_mut(i) {
-                                *n = n.saturating_add(1);
-                                s.extra_repeated |= *n > 1 || has_top_level_comma(value);
-                            }
-                        }
-                    }
-                    continue;
-                }
+                Known::ForwardedFor => &mut s.forwarded_for,
+                Known::Forwarded => &mut s.forwarded,
+                Known::ForwardedProto => &mut s.forwarded_proto,
+                Known::Envoy | Known::Identity(_) | Known::Trace(_) | Known::ClientTraceId | Known::Other => continue,
             };
             seen.add(value);
         }
@@ -834,6 +1119,27 @@ impl<'a> Scan<'a> {
             || self.authorization.count > 1
             || authorization_merged(self.authorization.first)
             || self.extra_repeated
+    }
+
+    /// An identity header (or Proxy-Authorization) repeated or comma-merged.
+    fn identity_repeated(&self) -> bool {
+        self.identity_repeated
+            || self.proxy_authorization.count > 1
+            || authorization_merged(self.proxy_authorization.first)
+    }
+
+    /// `x-forwarded-proto` says `https`, once.
+    fn forwarded_https(&self) -> bool {
+        self.forwarded_proto.count == 1 && trim(self.forwarded_proto.first).eq_ignore_ascii_case(b"https")
+    }
+
+    /// `x-forwarded-proto` is one `http` or `https`, and `https` only over TLS.
+    fn forwarded_proto_consistent(&self, tls: bool) -> bool {
+        let v = trim(self.forwarded_proto.first);
+        self.forwarded_proto.count <= 1
+            && (!self.forwarded_proto.present()
+                || v.eq_ignore_ascii_case(b"http")
+                || (tls && v.eq_ignore_ascii_case(b"https")))
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Params {
     pub expect_require_body: bool,
     pub envoy_allow: Vec<String>,
     pub xfcc_trusted: Vec<String>,
+    pub identity_singletons: bool,
+    pub trust_forwarded_proto: bool,
 }
 
 fn strings(list: &[&str]) -> Vec<String> {
@@ -50,10 +52,17 @@ pub fn params(preset: Preset) -> Params {
         allow_utf8: true,
         websocket_require_key: true,
         expect_require_body: strict,
-        // Envoy itself sets these on an edge listener (`use_remote_address: true`) after
-        // removing any a client sent, so on a gateway they are Envoy's own.
-        envoy_allow: if strict { strings(&["x-envoy-external-address", "x-envoy-internal"]) } else { Vec::new() },
+        // None, in either preset. Envoy removes a client's x-envoy-* headers and sets
+        // x-envoy-external-address / x-envoy-internal itself only on an edge listener
+        // (`use_remote_address: true`); on any other listener the client's values pass. The
+        // filter cannot see the listener's setting, so the gateway preset strips them all (the
+        // client address stays in x-forwarded-for, which Envoy appends to).
+        envoy_allow: Vec::new(),
         xfcc_trusted: Vec::new(),
+        identity_singletons: strict,
+        // An ingress controller that terminated TLS talks plaintext to a PERMISSIVE pod with
+        // `x-forwarded-proto: https`; at the edge, nobody in front terminated anything.
+        trust_forwarded_proto: !strict,
     }
 }
 
@@ -63,7 +72,9 @@ pub fn common(preset: Preset, guard: Guard) -> Common {
     let pick = |sidecar: GuardAction, gateway: GuardAction| if strict { gateway } else { sidecar };
     let (enabled, action) = match guard {
         Guard::MethodAllowlist => (strict, Reject),
-        Guard::UnderscoreHeaders | Guard::EnvoyHeaders => (true, pick(Strip, Reject)),
+        Guard::UnderscoreHeaders => (true, pick(Strip, Reject)),
+        Guard::EnvoyHeaders | Guard::TraceContext => (true, Strip),
+        Guard::TraceForcing => (strict, Strip),
         Guard::NonAsciiValues
         | Guard::ValueWhitespace
         | Guard::DoubleSlash

@@ -428,7 +428,11 @@ fn the_sidecar_preset_only_logs_the_path_spellings_ordinary_apps_use() {
 fn trust_headers_from_a_client() {
     let p = observe("gateway-strict", json!({}));
     case(&p, "envoyHeaders", req().h("x-envoy-original-path", "/admin"), req().h("x-envoyish", "1"));
-    case(&p, "envoyHeaders", req().h("X-Envoy-Retry-On", "5xx"), req().h("x-envoy-external-address", "10.0.0.1"));
+    case(&p, "envoyHeaders", req().h("X-Envoy-Retry-On", "5xx"), req().h("x-envoyish", "1"));
+    // Envoy sets these two only on an edge listener (`use_remote_address: true`); on any other
+    // the client's values pass, and the filter cannot tell which listener it is on.
+    case(&p, "envoyHeaders", req().h("x-envoy-external-address", "10.0.0.1"), req());
+    case(&p, "envoyHeaders", req().h("x-envoy-internal", "true"), req());
     case(
         &p,
         "peerMetadata",
@@ -744,6 +748,15 @@ impl Gen {
             b"]",
             b":",
             b"@",
+            b"for=",
+            b"unknown",
+            b"10.0.0.1",
+            b"2001:db8::1",
+            b"00-",
+            b"4bf92f3577b34da6a3ce929d0e0e4736",
+            b"00f067aa0ba902b7",
+            b"Root=1-",
+            b"[redacted]",
         ];
         let n = (self.next() % max as u64) as usize;
         let mut out = Vec::new();
@@ -792,6 +805,21 @@ fn never_panics_on_random_bytes() {
         b"x_under",
         b"",
         b"X-Tenant",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"cf-connecting-ip",
+        b"x-forwarded-port",
+        b"traceparent",
+        b"tracestate",
+        b"b3",
+        b"x-b3-sampled",
+        b"uber-trace-id",
+        b"x-cloud-trace-context",
+        b"x-amzn-trace-id",
+        b"x-client-trace-id",
+        b"x-envoy-force-trace",
+        b"x-user",
+        b"x-api-key",
     ];
     let strictest = policy(json!({"version": 1, "decisionLog": {"allowSampleRate": 1}, "hygiene": {
     "preset": "gateway-strict",
@@ -997,4 +1025,478 @@ fn content_lengths() {
     for bad in [&b""[..], b"1,1", b"-1", b"+1", b"0x10", b"1 1", b"9999999999999999"] {
         assert_eq!(parse_content_length(bad), None, "{bad:?}");
     }
+}
+
+// Issue 10: the five classes of preset gaps, each closed as a whole, and the sidecar false
+// positive.
+
+const WEB: &str = "spiffe://cluster.local/ns/web/sa/web";
+
+fn removed(d: &Decision) -> Vec<String> {
+    let mut names: Vec<String> = d.mutations.iter().map(|m| String::from_utf8_lossy(m.name()).into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_client_address_and_forwarding_families() {
+    let p = observe("gateway-strict", json!({}));
+    for h in [
+        "x-client-ip",
+        "client-ip",
+        "X-Cluster-Client-IP",
+        "cf-connecting-ip",
+        "cf-connecting-ipv6",
+        "cf-pseudo-ipv4",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+        "x-forwarded",
+        "forwarded-for",
+        "x-appengine-user-ip",
+        "cloudfront-viewer-address",
+        "CloudFront-Viewer-Country",
+        "cloudfront-viewer-ja3-fingerprint",
+        "x-azure-clientip",
+        "x-azure-socketip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "wl-proxy-client-ip",
+    ] {
+        case(&p, "clientIp", req().h(h, "203.0.113.7"), req().h("x-forwarded-for", "203.0.113.7"));
+    }
+    for h in [
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-forwarded-protocol",
+        "x-forwarded-server",
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "x-scheme",
+        "front-end-https",
+        "x-arr-ssl",
+        "cloudfront-forwarded-proto",
+        "x-original-host",
+        "x-host",
+        "x-http-host-override",
+    ] {
+        case(&p, "forwardedRouting", req().h(h, "evil.example"), req().h("x-forwarded-proto", "https"));
+    }
+    for h in ["x-original-uri", "x-forwarded-uri"] {
+        case(&p, "urlOverride", req().h(h, "/admin"), req());
+    }
+    // The gateway strips the whole family; x-forwarded-for (Envoy appends to it) stays.
+    let g = preset("gateway-strict");
+    let d = req()
+        .h("cf-connecting-ip", "1.2.3.4")
+        .h("x-forwarded-port", "8443")
+        .h("fastly-client-ip", "1.2.3.4")
+        .h("x-forwarded-for", "1.2.3.4")
+        .eval(&g);
+    assert_eq!(d.outcome().as_str(), "allow");
+    assert_eq!(removed(&d), ["cf-connecting-ip", "fastly-client-ip", "x-forwarded-port"]);
+    // The sidecar believes them from an mTLS peer and strips them from anyone else.
+    let s = preset("sidecar");
+    assert_eq!(req().mtls(WEB).h("cf-connecting-ip", "1.2.3.4").h("x-forwarded-port", "443").codes(&s), vec![]);
+    let d = req().h("cf-connecting-ip", "1.2.3.4").h("x-forwarded-port", "443").eval(&s);
+    assert_eq!(removed(&d), ["cf-connecting-ip", "x-forwarded-port"]);
+}
+
+#[test]
+fn every_forwarded_for_entry_is_an_address() {
+    for name in ["sidecar", "gateway-strict"] {
+        let p = observe(name, json!({}));
+        let ok = req().h("x-forwarded-for", "203.0.113.7, 10.0.0.1").h("x-forwarded-for", "[2001:db8::1]:443");
+        for bad in ["evil.example", "127.0.0.1, <script>alert(1)</script>", "0x7f.0.0.1", "", "10.0.0.1,,10.0.0.2"] {
+            case(&p, "forwardedFor", req().h("x-forwarded-for", bad), ok.clone());
+            // From an mTLS peer too: no proxy writes these.
+            case(&p, "forwardedFor", req().mtls(WEB).h("x-forwarded-for", bad), ok.clone().mtls(WEB));
+        }
+        // Every field, not only the first.
+        case(&p, "forwardedFor", req().h("x-forwarded-for", "10.0.0.1").h("x-forwarded-for", "admin"), ok.clone());
+        case(
+            &p,
+            "forwardedFor",
+            req().mtls(WEB).h("forwarded", "for=evil.example;proto=https"),
+            req().mtls(WEB).h("forwarded", "for=\"[2001:db8:cafe::17]:4711\";proto=https, for=_hidden, for=unknown"),
+        );
+        case(&p, "forwardedFor", req().mtls(WEB).h("forwarded", "for=1.2.3.4:80"), req().mtls(WEB));
+    }
+    assert_eq!(
+        req().h("x-forwarded-for", "evil").codes(&preset("sidecar")),
+        vec![ReasonCode::HygieneForwardedForInvalid]
+    );
+    // The single-address headers of the client-address family are addresses too, even from
+    // an mTLS peer the sidecar believes them from.
+    let s = preset("sidecar");
+    for (h, bad) in [("x-real-ip", "evil.example"), ("cf-connecting-ip", "<script>"), ("true-client-ip", "1.2.3.4, x")]
+    {
+        assert_eq!(req().mtls(WEB).h(h, bad).codes(&s), vec![ReasonCode::HygieneForwardedForInvalid], "{h}");
+    }
+    for (h, ok) in [
+        ("x-real-ip", "203.0.113.7"),
+        ("cf-connecting-ip", "2001:db8::7"),
+        ("x-original-forwarded-for", "1.2.3.4, 5.6.7.8"),
+    ] {
+        assert_eq!(req().mtls(WEB).h(h, ok).codes(&s), vec![], "{h}");
+    }
+    // Not the ones with shapes of their own.
+    assert_eq!(
+        req().mtls(WEB).h("cloudfront-viewer-address", "2001:db8::1:443").h("x-forwarded", "for=1.2.3.4").codes(&s),
+        vec![]
+    );
+    // With action strip, only the bad header goes.
+    let strip = policy(json!({"version": 1, "hygiene": {"guards": {"forwardedFor": {"action": "strip"}}}}));
+    let d = req().mtls(WEB).h("x-real-ip", "evil").h("cf-connecting-ip", "10.0.0.1").eval(&strip);
+    assert_eq!(d.outcome().as_str(), "allow");
+    assert_eq!(removed(&d), ["x-real-ip"]);
+}
+
+#[test]
+fn the_gateway_strips_every_client_envoy_header() {
+    let g = preset("gateway-strict");
+    let d = req()
+        .h("x-envoy-external-address", "10.0.0.1")
+        .h("x-envoy-internal", "true")
+        .h("x-envoy-original-dst-host", "10.0.0.9:80")
+        .h("x-envoy-upstream-rq-timeout-ms", "1")
+        .h("x-envoy-hedge-on-per-try-timeout", "true")
+        .eval(&g);
+    assert_eq!(d.outcome().as_str(), "allow");
+    assert_eq!(
+        removed(&d),
+        [
+            "x-envoy-external-address",
+            "x-envoy-hedge-on-per-try-timeout",
+            "x-envoy-internal",
+            "x-envoy-original-dst-host",
+            "x-envoy-upstream-rq-timeout-ms"
+        ]
+    );
+    // allow still lets an operator keep one.
+    let keep = policy(json!({"version": 1, "hygiene": {"preset": "gateway-strict",
+        "guards": {"envoyHeaders": {"allow": ["x-envoy-external-address"]}}}}));
+    assert_eq!(req().h("x-envoy-external-address", "10.0.0.1").codes(&keep), vec![]);
+}
+
+#[test]
+fn tracing_headers() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let good = || {
+        req()
+            .h("traceparent", TP)
+            .h("tracestate", "rojo=00f067aa0ba902b7")
+            .h("tracestate", "congo=t61rcWkgMzE")
+            .h("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")
+            .h("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7")
+            .h("x-b3-spanid", "e457b5a2e4d86bd1")
+            .h("x-b3-parentspanid", "05e3ac9a4f6e3b90")
+            .h("uber-trace-id", "5f0c3b6f8d1e2a9b:7a1d2c3e4f5a6b7c:0:1")
+            .h("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1")
+            .h("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+            .h("x-datadog-trace-id", "1234567890123456789")
+            .h("x-datadog-parent-id", "987654321")
+            .h("x-datadog-origin", "synthetics")
+    };
+    for name in ["sidecar", "gateway-strict"] {
+        let p = observe(name, json!({}));
+        assert_eq!(good().codes(&p), vec![], "{name}");
+        assert_eq!(good().mtls(WEB).codes(&p), vec![], "{name}");
+        for (h, bad) in [
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
+            ("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            ("tracestate", "Vendor=<script>"),
+            ("b3", "not-a-trace"),
+            ("x-b3-traceid", "80F198EE56343BA8"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1,e457b5a2e4d86bd2"),
+            ("uber-trace-id", "'; drop table"),
+            ("x-cloud-trace-context", "abc/1;o=1"),
+            ("x-amzn-trace-id", "Root=1 2"),
+            ("x-datadog-trace-id", "-1"),
+        ] {
+            case(&p, "traceContext", req().h(h, bad), good());
+        }
+        // Repeated where it may not be (tracestate may: W3C lets it be split).
+        case(&p, "traceContext", req().h("traceparent", TP).h("traceparent", TP), good());
+    }
+    // The strip removes every field of a bad kind, nothing else.
+    let s = preset("sidecar");
+    let d = good().h("x-b3-traceid", "zz").eval(&s);
+    assert_eq!(d.outcome().as_str(), "allow");
+    assert_eq!(removed(&d), ["x-b3-traceid"]);
+
+    // At the edge a client does not choose what is traced or its trace id.
+    let p = observe("gateway-strict", json!({}));
+    for (h, v) in [
+        ("x-client-trace-id", "my-own-id"),
+        ("x-envoy-force-trace", "true"),
+        ("x-b3-sampled", "1"),
+        ("x-b3-flags", "1"),
+        ("x-datadog-sampling-priority", "2"),
+    ] {
+        case(&p, "traceForcing", req().h(h, v), good());
+    }
+    let g = preset("gateway-strict");
+    let d = good().h("x-client-trace-id", "mine").h("x-b3-sampled", "1").h("x-envoy-force-trace", "true").eval(&g);
+    assert_eq!(d.outcome().as_str(), "allow");
+    assert_eq!(removed(&d), ["x-b3-sampled", "x-client-trace-id", "x-envoy-force-trace"]);
+    // In the mesh, sampling flags are how sidecars propagate the decision.
+    assert_eq!(req().mtls(WEB).h("x-b3-sampled", "1").h("x-b3-flags", "1").codes(&s), vec![]);
+    assert_eq!(req().h("x-b3-sampled", "0").h("x-client-trace-id", "a").codes(&s), vec![]);
+}
+
+#[test]
+fn identity_headers_are_single_at_the_gateway() {
+    let p = observe("gateway-strict", json!({}));
+    let g = "singletonHeaders";
+    for h in [
+        "x-user",
+        "x-user-id",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-remote-user",
+        "remote-user",
+        "x-tenant",
+        "X-Tenant-ID",
+        "x-org-id",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "x-amz-security-token",
+        "x-consumer-id",
+        "x-ms-client-principal-id",
+        "x-goog-authenticated-user-email",
+    ] {
+        case(&p, g, req().h(h, "alice").h(h, "bob"), req().h(h, "alice").h("cookie", "a=1").h("cookie", "b=2"));
+        case(&p, g, req().h(h, "alice,bob"), req().h(h, "alice"));
+    }
+    case(
+        &p,
+        g,
+        req().h("proxy-authorization", "Basic eDp5").h("proxy-authorization", "Basic eTp6"),
+        req().h("proxy-authorization", "Basic eDp5"),
+    );
+    // Cookie may repeat (HTTP/2 splits it: RFC 9113 8.2.3).
+    assert_eq!(req().h("cookie", "a=1").h("cookie", "b=2").codes(&p), vec![]);
+    // The sidecar leaves them alone unless asked; listed headers still count.
+    let s = observe("sidecar", json!({}));
+    assert_eq!(req().h("x-user", "a").h("x-user", "b").codes(&s), vec![]);
+    let s = observe("sidecar", json!({"singletonHeaders": {"identityHeaders": true}}));
+    case(&s, g, req().h("x-user", "a").h("x-user", "b"), req().h("x-user", "a"));
+    let s = observe("sidecar", json!({"singletonHeaders": {"headers": ["x-tenant-id"]}}));
+    case(&s, g, req().h("x-tenant-id", "a").h("x-tenant-id", "b"), req().h("x-tenant-id", "a"));
+    let off = observe("gateway-strict", json!({"singletonHeaders": {"identityHeaders": false}}));
+    assert_eq!(req().h("x-user", "a").h("x-user", "b").codes(&off), vec![]);
+}
+
+#[test]
+fn identity_list_matches_classify() {
+    for (i, name) in IDENTITY.iter().enumerate() {
+        assert_eq!(classify(name), Known::Identity(i as u8), "{}", String::from_utf8_lossy(name));
+        assert!(name.len() <= 32);
+    }
+    assert!(IDENTITY.len() <= 64);
+}
+
+#[test]
+fn injected_values_are_refused_in_both_presets() {
+    for name in ["sidecar", "gateway-strict"] {
+        let p = observe(name, json!({}));
+        let g = "injectedValues";
+        // What Envoy delivers after deleting a bare CR in `Bearer a\rX-Injected: 1`.
+        case(
+            &p,
+            g,
+            req().h("authorization", "Bearer aX-Injected: 1"),
+            req().h("authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"),
+        );
+        case(
+            &p,
+            g,
+            req().h("authorization", "Basic dXNlcjpwYXNz X-Injected:1"),
+            req().h("authorization", "SharedKey myaccount:ctzMq410TV3wS7upTBcunJTDLEJwMAZuFPfr0mrrA08="),
+        );
+        case(
+            &p,
+            g,
+            req().h("proxy-authorization", "Basic eDp5X-Admin: 1"),
+            req().h("authorization", "Digest username=\"a\", realm=\"r\", nonce=\"n\""),
+        );
+        case(&p, g, req().h("x-user", "aliceX-Role: admin"), req().h("x-user", "alice@example.com"));
+        case(&p, g, req().h("x-api-key", "kX-Tenant:\tacme"), req().h("x-api-key", "AIzaSyA-1_bc"));
+        // The raw forms never pass either (HTTP/2 or a codec that keeps them).
+        for v in [&b"Bearer a\rX-Injected: 1"[..], b"Bearer a\nX-Injected: 1", b"Bearer a\x00b", b"a\x0bb"] {
+            case(&p, "controlBytes", req().h("authorization", v), req().h("authorization", "Bearer a"));
+        }
+    }
+}
+
+#[test]
+fn the_sidecar_takes_https_from_x_forwarded_proto_the_gateway_does_not() {
+    // Envoy copied `x-forwarded-proto: https` into `:scheme` on a plaintext HTTP/1.1 request
+    // (an ingress controller that terminated TLS, in front of a PERMISSIVE pod).
+    let ingress = || req().plaintext().h("x-forwarded-proto", "https");
+    let s = observe("sidecar", json!({}));
+    assert_eq!(ingress().codes(&s), vec![]);
+    case(&s, "scheme", req().plaintext(), ingress());
+    case(&s, "scheme", req().plaintext().h("x-forwarded-proto", "http"), ingress());
+    let g = observe("gateway-strict", json!({}));
+    case(&g, "scheme", ingress(), req().plaintext().pseudo("scheme", "http").h("x-forwarded-proto", "http"));
+    // HTTP/2 keeps `:scheme http`, yet the app would read https from the header.
+    case(&g, "scheme", req().plaintext().pseudo("scheme", "http").h("x-forwarded-proto", "https"), req());
+    case(&g, "scheme", req().h("x-forwarded-proto", "https").h("x-forwarded-proto", "https"), req());
+    case(&g, "scheme", req().h("x-forwarded-proto", "javascript"), req().h("x-forwarded-proto", "https"));
+    let trusting = observe("gateway-strict", json!({"scheme": {"trustForwardedProto": true}}));
+    assert_eq!(ingress().codes(&trusting), vec![]);
+}
+
+/// Ingress-controller and service-to-service shapes: the sidecar refuses none of them; over
+/// mTLS (a meshed ingress, another sidecar) it finds nothing at all; over plaintext (a
+/// PERMISSIVE pod) it only strips the client-address and forwarding headers it documents.
+#[test]
+fn ingress_and_mesh_shapes_pass_the_sidecar_preset() {
+    let shapes: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "nginx-ingress",
+            vec![
+                ("x-request-id", "5f8e9c0a3b2d4e1f9a8b7c6d5e4f3a2b"),
+                ("x-real-ip", "203.0.113.7"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-host", "shop.example.com"),
+                ("x-forwarded-port", "443"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-scheme", "https"),
+                ("x-scheme", "https"),
+                ("x-original-forwarded-for", "198.51.100.2"),
+            ],
+        ),
+        (
+            "aws-alb",
+            vec![
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-port", "443"),
+                ("x-amzn-trace-id", "Root=1-67891233-abcdef012345678912345678"),
+            ],
+        ),
+        (
+            "gclb",
+            vec![
+                ("x-forwarded-for", "203.0.113.7, 34.120.1.1"),
+                ("x-forwarded-proto", "https"),
+                ("via", "1.1 google"),
+                ("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1"),
+                ("traceparent", "00-105445aa7843bc8bf206b12000100000-00f067aa0ba902b7-01"),
+            ],
+        ),
+        (
+            "cloudflare",
+            vec![
+                ("cf-connecting-ip", "2001:db8::7"),
+                ("cf-ray", "8c1f2e3d4a5b6c7d-FRA"),
+                ("cf-ipcountry", "DE"),
+                ("cf-visitor", "{\"scheme\":\"https\"}"),
+                ("x-forwarded-for", "2001:db8::7, 172.70.1.1"),
+                ("x-forwarded-proto", "https"),
+                ("cdn-loop", "cloudflare"),
+            ],
+        ),
+        ("azure-app-gateway", vec![("x-forwarded-for", "203.0.113.7:51234"), ("x-original-host", "shop.example.com")]),
+        (
+            "istio-outbound",
+            vec![
+                ("x-request-id", "5d2c8b3e-4a1f-4c55-9b1e-2f7c9f1e0a12"),
+                ("x-envoy-attempt-count", "1"),
+                ("x-envoy-peer-metadata-id", "sidecar~10.244.0.5~web-7d9c.default~default.svc.cluster.local"),
+                ("x-envoy-peer-metadata", "ChQKCkNMVVNURVJfSUQSBhoES3ViZQ=="),
+                ("x-forwarded-proto", "http"),
+                (
+                    "x-forwarded-client-cert",
+                    "By=spiffe://cluster.local/ns/default/sa/api;Hash=d5b5;URI=spiffe://cluster.local/ns/web/sa/web",
+                ),
+                ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+                ("x-b3-spanid", "e457b5a2e4d86bd1"),
+                ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+                ("x-b3-sampled", "1"),
+                ("traceparent", "00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01"),
+            ],
+        ),
+        ("envoy-b3-single", vec![("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1")]),
+        (
+            "grpc",
+            vec![
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-timeout", "1S"),
+                ("grpc-accept-encoding", "gzip"),
+                ("user-agent", "grpc-go/1.63.2"),
+            ],
+        ),
+        (
+            "datadog-jaeger",
+            vec![
+                ("x-datadog-trace-id", "1234567890123456789"),
+                ("x-datadog-parent-id", "987654321"),
+                ("x-datadog-sampling-priority", "1"),
+                ("x-datadog-tags", "_dd.p.dm=-4"),
+                ("uber-trace-id", "5f0c3b6f8d1e2a9b:7a1d2c3e4f5a6b7c:0:1"),
+            ],
+        ),
+    ];
+    let s = preset("sidecar");
+    let documented = [ReasonCode::HygieneClientIpHeader, ReasonCode::HygieneForwardedRoutingHeader];
+    for (label, headers) in &shapes {
+        let with = |r: Req| headers.iter().fold(r, |r, (n, v)| r.without(n).h(n, v));
+        let d = with(req().mtls(WEB).pseudo("scheme", "http")).eval(&s);
+        assert_eq!(d.findings.len(), 0, "{label} over mTLS: {:?}", d.findings);
+        if label.starts_with("istio") {
+            continue; // a sidecar's own headers only ever travel over mTLS
+        }
+        let https = headers.iter().any(|(n, v)| *n == "x-forwarded-proto" && *v == "https");
+        let plain = req().plaintext().pseudo("scheme", if https { "https" } else { "http" });
+        let d = with(plain).eval(&s);
+        assert_eq!(d.outcome().as_str(), "allow", "{label} over plaintext: {:?}", d.findings);
+        assert!(
+            d.findings.iter().all(|f| documented.contains(&f.code) && f.remedy == Remedy::Strip),
+            "{label} over plaintext: {:?}",
+            d.findings
+        );
+    }
+    // The gateway strips or refuses only what it documents: the nginx shape loses its
+    // client-address and forwarding headers and keeps the rest.
+    let g = preset("gateway-strict");
+    let nginx = shapes[0].1.iter().fold(req(), |r, (n, v)| r.without(n).h(n, v));
+    let d = nginx.eval(&g);
+    assert_eq!(d.outcome().as_str(), "allow", "{:?}", d.findings);
+    assert_eq!(
+        removed(&d),
+        [
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-scheme",
+            "x-original-forwarded-for",
+            "x-real-ip",
+            "x-scheme"
+        ]
+    );
+}
+
+#[test]
+fn a_logged_credential_decides_again_as_on_the_wire() {
+    // The log redacts Authorization; replaying the line must not trip injectedValues.
+    for name in ["sidecar", "gateway-strict"] {
+        let p = policy(json!({"version": 1, "hygiene": {"preset": name}, "decisionLog": {"allowSampleRate": 1}}));
+        let r = req().h("authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln").h("x-real-ip", "10.0.0.1");
+        let pairs: Vec<(&[u8], &[u8])> =
+            r.pseudo.iter().chain(&r.headers).map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+        let view = RequestView::new(&pairs, Peer { mtls: false, uri_san: None }, Direction::Inbound).with_tls(true);
+        let d = p.evaluate(&view);
+        let line: Value = serde_json::from_str(&p.decision_log_line(&d, &view, 0)).unwrap();
+        assert!(line.get("replayable").is_none(), "{name}: {line}");
+    }
+    assert!(!trace::credentials_malformed(b"[redacted]"));
+    assert!(!trace::credentials_malformed(b"[redacted],[redacted]"));
+    assert!(trace::credentials_malformed(b"[redacted] X-A: 1"));
 }
