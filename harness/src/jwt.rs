@@ -135,7 +135,7 @@ pub fn now_unix_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy::checks::jwt::{JwtCheck, JwtDoc, JwtInput};
+    use policy::checks::jwt::{JwtCheck, JwtDoc};
 
     /// The harness's tokens pass the policy crate's verification, and what the harness calls
     /// a certificate thumbprint is what the check compares with Envoy's digest.
@@ -148,7 +148,7 @@ mod tests {
         }))
         .unwrap();
         let mut errs = policy::ConfigErrors::default();
-        let check = JwtCheck::compile(&doc, policy::document::Mode::Enforce, "jwt", &mut errs);
+        let check = JwtCheck::compile_section(&doc, policy::document::Mode::Enforce, "jwt", &mut errs);
         assert!(errs.is_empty(), "{errs}");
         let cert = b"not really a certificate, but bytes all the same";
         let digest = sha256_hex(cert);
@@ -157,19 +157,14 @@ mod tests {
             let mut claims = idp.claims("api", "alice", now, 300);
             claims["cnf"] = json!({ "x5t#S256": x5t_s256(cert) });
             let token = format!("Bearer {}", idp.mint(alg, &claims).unwrap());
-            let auth: [&[u8]; 1] = [token.as_bytes()];
+            let headers: [(&[u8], &[u8]); 4] =
+                [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"api"), (b"authorization", token.as_bytes())];
             for (peer, want) in [(Some(digest.as_bytes()), true), (Some(&b"00"[..]), false), (None, false)] {
-                let input = JwtInput {
-                    authorization: &auth,
-                    path: b"/",
-                    authority: b"api",
-                    method: b"GET",
-                    peer_cert_sha256: peer,
-                    now_unix_secs: now,
-                    ..Default::default()
-                };
+                let input = policy::RequestView::new(&headers, policy::Peer::default(), policy::Direction::Inbound)
+                    .with_peer_cert_sha256(peer)
+                    .with_now(now);
                 let mut d = policy::Decision::default();
-                check.evaluate(&input, &mut d);
+                check.evaluate_request(&input, &mut d);
                 assert_eq!(d.findings.is_empty(), want, "{alg:?} {d:?}");
             }
         }

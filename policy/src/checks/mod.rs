@@ -57,6 +57,18 @@ pub trait Check: fmt::Debug + Sized {
 
     /// Add this check's findings for one connection, as it opens.
     fn evaluate_connection(&self, _conn: &ConnectionView<'_>, _decision: &mut Decision) {}
+
+    /// The status of a deny this check decides, when it is not the policy's
+    /// `denyResponse.status` (JWT: `jwt.denyStatus`, 401 by default).
+    fn deny_status(&self) -> Option<(crate::reason::Check, u16)> {
+        None
+    }
+
+    /// Lowercase names of headers whose values the decision log must never hold, besides the
+    /// built-in list (JWT: its token-source headers).
+    fn redacted_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A compiled check as the policy holds it: [`Check`] without its document type.
@@ -65,6 +77,8 @@ pub(crate) trait Compiled: fmt::Debug {
     fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision);
     fn decides_connections(&self) -> bool;
     fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision);
+    fn deny_status(&self) -> Option<(crate::reason::Check, u16)>;
+    fn redacted_headers(&self) -> Vec<String>;
 }
 
 impl<C: Check> Compiled for C {
@@ -80,6 +94,12 @@ impl<C: Check> Compiled for C {
     fn evaluate_connection(&self, conn: &ConnectionView<'_>, decision: &mut Decision) {
         Check::evaluate_connection(self, conn, decision);
     }
+    fn deny_status(&self) -> Option<(crate::reason::Check, u16)> {
+        Check::deny_status(self)
+    }
+    fn redacted_headers(&self) -> Vec<String> {
+        Check::redacted_headers(self)
+    }
 }
 
 /// The registry: every check the document configures, compiled, in evaluation order.
@@ -89,6 +109,7 @@ pub(crate) fn compile_all(doc: &PolicyDocument, errs: &mut ConfigErrors) -> Vec<
     register::<hygiene::RequestHygiene>(doc.hygiene.as_ref(), &cx, errs, &mut checks);
     register::<identity::PeerIdentity>(doc.identity.as_ref(), &cx, errs, &mut checks);
     register::<egress::EgressAllowlist>(doc.egress.as_ref(), &cx, errs, &mut checks);
+    register::<jwt::JwtCheck>(doc.jwt.as_ref(), &cx, errs, &mut checks);
     checks
 }
 

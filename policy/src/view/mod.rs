@@ -29,6 +29,12 @@ pub struct Needs {
     pub cluster_inbound: bool,
     /// `xds.node.metadata.NAMESPACE` and `.SERVICE_ACCOUNT` (constant for the proxy).
     pub workload: bool,
+    /// `connection.sha256_peer_certificate_digest`: only when a JWT rule binds tokens to the
+    /// peer certificate.
+    pub peer_cert_digest: bool,
+    /// The current time ([`RequestView::now_unix_secs`]): one clock read per request, only
+    /// when a check (JWT) reads it.
+    pub clock: bool,
 }
 
 impl Needs {
@@ -51,6 +57,8 @@ impl std::ops::BitOr for Needs {
             cluster: self.cluster || o.cluster,
             cluster_inbound: self.cluster_inbound || o.cluster_inbound,
             workload: self.workload || o.workload,
+            peer_cert_digest: self.peer_cert_digest || o.peer_cert_digest,
+            clock: self.clock || o.clock,
         }
     }
 }
