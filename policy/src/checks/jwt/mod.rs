@@ -337,7 +337,15 @@ impl JwtCheck {
         for (i, source) in self.sources.iter().enumerate() {
             match source {
                 Source::Header { name, prefix } => {
-                    let values = input.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+                    // Envoy folds a repeated header into one value joined by commas (two
+                    // Authorization headers arrive as `Bearer a,Bearer b`); a token never holds
+                    // a comma, so each comma-separated element is read as a value of its own.
+                    let values = input
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .flat_map(|(_, v)| v.split(|&b| b == b','))
+                        .map(trim_leading_ows);
                     for value in values {
                         let token = match prefix {
                             None => Some(value),
@@ -443,6 +451,13 @@ impl crate::checks::Check for JwtCheck {
     fn redacted_headers(&self) -> Vec<String> {
         self.token_headers().map(|h| String::from_utf8_lossy(h).into_owned()).collect()
     }
+}
+
+/// An element of a comma-folded value without the optional whitespace (spaces, tabs) after its
+/// comma. Trailing whitespace stays: a token followed by a space is malformed, as it was sent.
+fn trim_leading_ows(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(value.len());
+    value.get(start..).unwrap_or_default()
 }
 
 /// The name of a `name=value` query pair.

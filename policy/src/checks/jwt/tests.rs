@@ -259,6 +259,13 @@ fn oversized_tokens_are_refused_before_decoding() {
 fn two_tokens_are_denied() {
     let t = mint("ES256", &claims());
     assert_eq!(req("/api/x").bearer(&t).bearer(&t).code(), Some("jwt_multiple_tokens"));
+    // Two Authorization headers as Envoy hands them over: folded into one value.
+    let folded = format!("{t},Bearer {t}");
+    assert_eq!(req("/api/x").bearer(&folded).code(), Some("jwt_multiple_tokens"));
+    let folded = format!("{t}, Bearer {t}");
+    assert_eq!(req("/api/x").bearer(&folded).code(), Some("jwt_multiple_tokens"));
+    // A value that is not a token (no prefix) beside one token is not a second token.
+    assert_eq!(req("/api/x").bearer(&format!("{t}, Basic YTpi")).code(), None);
     let path = format!("/api/x?access_token={t}");
     assert_eq!(req(&path).bearer(&t).code(), Some("jwt_multiple_tokens"));
     let path = format!("/api/x?a=1&access_token={t}&access_token={t}");
