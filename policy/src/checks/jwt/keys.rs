@@ -366,7 +366,7 @@ pub fn parse_jwks_json(json: &[u8], at: &str) -> Result<Vec<Jwk>, ConfigErrors> 
 /// errors with backtraces cost meshguard.wasm hundreds of KiB. The claims are checked by the
 /// caller, with the time it was given.
 pub fn verify_signature(signed: &[u8], signature: &[u8], key: &KeyMaterial, alg: Alg) -> bool {
-    use p256::ecdsa::signature::Verifier as _;
+    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
     use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
     use rsa::{Pkcs1v15Sign, Pss};
     match (key, alg) {
@@ -379,12 +379,12 @@ pub fn verify_signature(signed: &[u8], signature: &[u8], key: &KeyMaterial, alg:
             Alg::PS512 => k.verify(Pss::new::<Sha512>(), &Sha512::digest(signed), signature).is_ok(),
             Alg::ES256 | Alg::ES384 | Alg::EdDSA => false,
         },
-        (KeyMaterial::P256(k), Alg::ES256) => {
-            p256::ecdsa::Signature::try_from(signature).is_ok_and(|sig| k.verify(signed, &sig).is_ok())
-        }
-        (KeyMaterial::P384(k), Alg::ES384) => {
-            p384::ecdsa::Signature::try_from(signature).is_ok_and(|sig| k.verify(signed, &sig).is_ok())
-        }
+        // Hashed here with the SHA-2 the RSA path uses (one SHA-2 crate in the module, not two),
+        // then verified as ECDSA verifies a message: the same hash, the same check.
+        (KeyMaterial::P256(k), Alg::ES256) => p256::ecdsa::Signature::try_from(signature)
+            .is_ok_and(|sig| k.verify_prehash(&Sha256::digest(signed), &sig).is_ok()),
+        (KeyMaterial::P384(k), Alg::ES384) => p384::ecdsa::Signature::try_from(signature)
+            .is_ok_and(|sig| k.verify_prehash(&Sha384::digest(signed), &sig).is_ok()),
         (KeyMaterial::Ed25519(k), Alg::EdDSA) => {
             ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| k.verify(signed, &sig).is_ok())
         }
