@@ -55,6 +55,9 @@ const PROPERTY_URI_SAN: &[u8] = b"connection\0uri_san_peer_certificate";
 /// `connection.tls_version`: `TLSv1.3` and the like on a TLS connection, absent or empty on a
 /// plaintext one.
 const PROPERTY_TLS_VERSION: &[u8] = b"connection\0tls_version";
+/// `connection.sha256_peer_certificate_digest`: hex SHA-256 of the peer certificate (JWT
+/// certificate binding, RFC 8705), fetched only when a rule binds to it.
+const PROPERTY_PEER_CERT_DIGEST: &[u8] = b"connection\0sha256_peer_certificate_digest";
 
 /// The local reply's headers, serialized once at compile time: only the content type, nothing
 /// that says more than the body does.
@@ -366,18 +369,40 @@ fn guard(
     let peer = Peer { mtls, uri_san: uri_san.as_deref() };
     let tls = mtls || (needs.tls && tls_property());
     let cluster = if needs.cluster_on(direction) { properties::cluster_name() } else { None };
+    // The peer certificate's digest only for a policy that binds tokens to it, and only when
+    // there is a peer certificate (the SAN/mTLS answer above, when fetched, says so).
+    let cert_digest = if needs.peer_cert_digest && (!needs.mtls || mtls) {
+        hostcalls::property(PROPERTY_PEER_CERT_DIGEST).ok().flatten().filter(|d| !d.is_empty())
+    } else {
+        None
+    };
+    // The clock once per request, only for a policy that reads it (JWT). A policy that needs
+    // the time and cannot have it fails closed: with no time, exp could not be checked.
+    let now_nanos = if needs.clock {
+        match hostcalls::now_unix_nanos() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                log(LogLevel::Error, "meshguard: no clock from the host; refusing the request");
+                return uninspectable(metrics);
+            }
+        }
+    } else {
+        None
+    };
     // The workload comes from the node metadata, read once in on_configure: it is the proxy's
     // own and does not change.
     let view = RequestView::new(&headers, peer, direction)
         .with_end_of_stream(end_of_stream)
         .with_tls(tls)
         .with_cluster(cluster.as_deref())
-        .with_workload(if needs.workload { workload.view() } else { policy::Workload::default() });
+        .with_workload(if needs.workload { workload.view() } else { policy::Workload::default() })
+        .with_peer_cert_sha256(cert_digest.as_deref())
+        .with_now(now_nanos.map_or(0, |n| n / 1_000_000_000));
 
     let decision = policy.evaluate(&view);
     let outcome = decision.outcome();
     metrics.request(outcome);
-    record(metrics, &decision, policy.should_log(&decision, &view), |ms| {
+    record_at(metrics, &decision, policy.should_log(&decision, &view), now_nanos, |ms| {
         policy.decision_log_line(&decision, &view, ms)
     });
 
@@ -410,7 +435,9 @@ fn guard(
         Some(code) => format!("meshguard_denied.{}", code.as_str()),
         None => String::from("meshguard_denied"),
     };
-    if let Err(status) = hostcalls::send_local_response(deny.status, &details, &body, DENY_HEADERS) {
+    // The status of the check that decided (JWT: `jwt.denyStatus`), else `denyResponse.status`.
+    let reply_status = policy.deny_status(&decision);
+    if let Err(status) = hostcalls::send_local_response(reply_status, &details, &body, DENY_HEADERS) {
         // Still Pause: a denied request must not reach the upstream, even if it hangs.
         log(LogLevel::Error, &format!("meshguard: local reply failed (host status {})", status.0));
     }
@@ -472,6 +499,18 @@ fn guard_upstream(policy: &Policy, metrics: &Metrics, kept: &Kept) -> Action {
 /// with findings also flushes the totals counted in VM memory, so that denies and would-denies
 /// reach Envoy's stats at once.
 pub(crate) fn record(metrics: &Metrics, decision: &Decision, due: bool, line: impl FnOnce(u64) -> String) {
+    record_at(metrics, decision, due, None, line);
+}
+
+/// [`record`] with the time already read for this request (`now_nanos`), if any: the clock is
+/// read once per request.
+pub(crate) fn record_at(
+    metrics: &Metrics,
+    decision: &Decision,
+    due: bool,
+    now_nanos: Option<u64>,
+    line: impl FnOnce(u64) -> String,
+) {
     for finding in &decision.findings {
         metrics.finding(finding.check, finding.code, finding.enforced);
     }
@@ -479,7 +518,8 @@ pub(crate) fn record(metrics: &Metrics, decision: &Decision, due: bool, line: im
         metrics.flush();
     }
     if due {
-        let line = line(hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000));
+        let nanos = now_nanos.or_else(|| hostcalls::now_unix_nanos().ok()).unwrap_or(0);
+        let line = line(nanos / 1_000_000);
         let mut message = String::with_capacity(DECISION_LOG_PREFIX.len() + line.len());
         message.push_str(DECISION_LOG_PREFIX);
         message.push_str(&line);

@@ -277,6 +277,14 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
     let gateway_strict = crate::policy_file::load_json(&root.join("envoy-config/policies/gateway-strict.yaml"))?;
     let egress = serde_json::json!({"version": 1, "egress": {"allow": egress_allow()}}).to_string();
     let sidecar = sidecar_policy()?.to_string();
+    // JWT (envoy-config/policies/jwt.yaml) with a valid RS256 token on every request: after the
+    // first, the verified-token cache answers (the cached path).
+    let jwt = load_value(&root.join("envoy-config/policies/jwt.yaml"))?;
+    let token = crate::demo::sample_jwt(&jwt)?.unwrap_or_default();
+    let jwt_row = Scenario {
+        headers: vec![("authorization".to_string(), format!("Bearer {token}"))],
+        ..Scenario::inbound("meshguard jwt RS256, cached token", Filter::Meshguard { policy_json: jwt.to_string() })
+    };
 
     let thirty = |s: Scenario| Scenario {
         headers: policy::samples::ORDINARY_30.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
@@ -318,6 +326,7 @@ pub fn standard_scenarios() -> Result<Vec<Scenario>> {
         ),
         inbound("meshguard (demo policy)", Filter::Meshguard { policy_json: demo.to_string() }),
         inbound("meshguard sidecar (hyg+id+egress 10k)", Filter::Meshguard { policy_json: sidecar.clone() }),
+        jwt_row,
         thirty(inbound("no filter, 30 headers", Filter::None)),
         thirty(inbound("no-op wasm, 30 headers", Filter::Noop)),
         thirty(inbound("probe: header map, 30 headers", probe(&["headers"], None))),

@@ -35,6 +35,20 @@ pub(crate) fn start(policy: Option<&Path>) -> Result<Mesh> {
     Mesh::start(MeshOptions { wasm: Some(wasm), ..MeshOptions::with_policy(policy_json) })
 }
 
+/// For a policy with a `jwt` section: a token from its first provider's issuer, for its first
+/// audience, signed RS256 with the harness's fixed test key (kid `rs256-1`, the key
+/// `envoy-config/policies/jwt.yaml` trusts), valid for an hour.
+pub fn sample_jwt(policy: &serde_json::Value) -> Result<Option<String>> {
+    let provider = &policy["jwt"]["providers"][0];
+    let (Some(issuer), Some(audience)) = (provider["issuer"].as_str(), provider["audiences"][0].as_str()) else {
+        return Ok(None);
+    };
+    let idp = crate::jwt::TokenIssuer::new(issuer)?;
+    let mut claims = idp.claims(audience, "alice", crate::jwt::now_unix_secs(), 3600);
+    claims["scope"] = "items:read".into();
+    Ok(Some(idp.mint(crate::jwt::JwtAlg::RS256, &claims)?))
+}
+
 /// Where everything is, as the one JSON line `up --json` prints.
 pub fn describe(mesh: &Mesh) -> serde_json::Value {
     let pki = mesh.pki();
@@ -79,7 +93,12 @@ pub fn decision_lines(log: &str) -> impl Iterator<Item = &str> {
 pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
     install_stop_handlers();
     let mesh = start(policy)?;
-    let info = describe(&mesh);
+    let mut info = describe(&mesh);
+    let path = policy.map(Path::to_path_buf).unwrap_or_else(default_policy_path);
+    let sample = sample_jwt(&load_policy_and_value(&path)?.1)?;
+    if let Some(token) = &sample {
+        info["sampleJwt"] = token.clone().into();
+    }
     if json_out {
         crate::outln!("{info}");
     } else {
@@ -99,6 +118,16 @@ pub fn up(policy: Option<&Path>, json_out: bool) -> Result<ExitCode> {
             mesh.listener_addr().port()
         );
         crate::outln!("            curl -s http://{}/api/items   (plaintext: denied)", mesh.listener_addr());
+        if let Some(token) = &sample {
+            crate::outln!(
+                "  jwt:      a sample token (RS256, the harness's test key, sub alice, scope items:read, 1 h):"
+            );
+            crate::outln!("            {token}");
+            crate::outln!(
+                "            curl -s -H 'authorization: Bearer {token}' http://{}/api/items",
+                mesh.listener_addr()
+            );
+        }
         crate::outln!("decision log:");
     }
     follow_until_stopped(mesh, json_out)

@@ -116,6 +116,48 @@ impl TokenIssuer {
     }
 }
 
+impl TokenIssuer {
+    /// A token validly signed with `alg`'s key whose header names `kid` instead of that key's
+    /// own id (an unknown kid, or another key's: algorithm confusion).
+    pub fn mint_with_kid(&self, alg: JwtAlg, kid: &str, claims: &Value) -> crate::Result<String> {
+        let mut c = Claims::with_custom_claims(claims.clone(), Duration::from_secs(0));
+        (c.issued_at, c.expires_at, c.invalid_before) = (None, None, None);
+        let e = |e: jwt_simple::Error| anyhow::anyhow!("{e}");
+        let token = match alg {
+            JwtAlg::RS256 => RS256KeyPair::from_pem(TEST_RSA_PEM).map_err(e)?.with_key_id(kid).sign(c),
+            JwtAlg::ES256 => ES256KeyPair::from_bytes(&self.es.to_bytes()).map_err(e)?.with_key_id(kid).sign(c),
+            JwtAlg::EdDSA => Ed25519KeyPair::from_bytes(&self.ed.to_bytes()).map_err(e)?.with_key_id(kid).sign(c),
+        };
+        token.map_err(|e| anyhow::anyhow!("signing a {} token: {e}", alg.as_str()))
+    }
+
+    /// The RSA public key as PEM: what an attacker uses as an HS256 secret.
+    pub fn rsa_public_pem(&self) -> crate::Result<String> {
+        self.rsa.public_key().to_pem().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// A token with any header: `header.payload.signature`, the signature an HMAC-SHA256 with
+/// `hs256_secret` (the public-key-as-secret attack), or empty (`alg: none`).
+pub fn forge(header: &Value, claims: &Value, hs256_secret: Option<&[u8]>) -> String {
+    let b64 = |bytes: &[u8]| Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap_or_default();
+    let signed = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let signature = hs256_secret.map(|k| b64(&hmac_sha256::HMAC::mac(signed.as_bytes(), k))).unwrap_or_default();
+    format!("{signed}.{signature}")
+}
+
+/// The DER of the first certificate in a PEM file.
+pub fn cert_der(pem_path: &std::path::Path) -> crate::Result<Vec<u8>> {
+    let pem = std::fs::read_to_string(pem_path).with_context(|| format!("reading {}", pem_path.display()))?;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    Base64::decode_to_vec(body.trim(), None).map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", pem_path.display()))
+}
+
 /// RFC 8705 `cnf` `x5t#S256` of a certificate: base64url (no padding) of the SHA-256 of its DER.
 pub fn x5t_s256(cert_der: &[u8]) -> String {
     Base64UrlSafeNoPadding::encode_to_string(hmac_sha256::Hash::hash(cert_der)).unwrap_or_default()
@@ -135,7 +177,7 @@ pub fn now_unix_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy::checks::jwt::{JwtCheck, JwtDoc, JwtInput};
+    use policy::checks::jwt::{JwtCheck, JwtDoc};
 
     /// The harness's tokens pass the policy crate's verification, and what the harness calls
     /// a certificate thumbprint is what the check compares with Envoy's digest.
@@ -148,7 +190,7 @@ mod tests {
         }))
         .unwrap();
         let mut errs = policy::ConfigErrors::default();
-        let check = JwtCheck::compile(&doc, policy::document::Mode::Enforce, "jwt", &mut errs);
+        let check = JwtCheck::compile_section(&doc, policy::document::Mode::Enforce, "jwt", &mut errs);
         assert!(errs.is_empty(), "{errs}");
         let cert = b"not really a certificate, but bytes all the same";
         let digest = sha256_hex(cert);
@@ -157,19 +199,14 @@ mod tests {
             let mut claims = idp.claims("api", "alice", now, 300);
             claims["cnf"] = json!({ "x5t#S256": x5t_s256(cert) });
             let token = format!("Bearer {}", idp.mint(alg, &claims).unwrap());
-            let auth: [&[u8]; 1] = [token.as_bytes()];
+            let headers: [(&[u8], &[u8]); 4] =
+                [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"api"), (b"authorization", token.as_bytes())];
             for (peer, want) in [(Some(digest.as_bytes()), true), (Some(&b"00"[..]), false), (None, false)] {
-                let input = JwtInput {
-                    authorization: &auth,
-                    path: b"/",
-                    authority: b"api",
-                    method: b"GET",
-                    peer_cert_sha256: peer,
-                    now_unix_secs: now,
-                    ..Default::default()
-                };
+                let input = policy::RequestView::new(&headers, policy::Peer::default(), policy::Direction::Inbound)
+                    .with_peer_cert_sha256(peer)
+                    .with_now(now);
                 let mut d = policy::Decision::default();
-                check.evaluate(&input, &mut d);
+                check.evaluate_request(&input, &mut d);
                 assert_eq!(d.findings.is_empty(), want, "{alg:?} {d:?}");
             }
         }

@@ -70,6 +70,10 @@ enum Command {
         /// json (default): the decision as one JSON object; table: one line per finding.
         #[arg(long, value_enum, default_value_t = Output::Json)]
         output: Output,
+        /// The time JWT rules are decided at, in seconds since the Unix epoch (default: the
+        /// request's `nowUnixSecs`, else the current time).
+        #[arg(long)]
+        now: Option<u64>,
     },
     /// Re-decide the requests of decision-log lines (Envoy's log or JSON lines) under POLICY
     /// and show which decisions would change. Lines whose logged request cannot decide as the
@@ -317,7 +321,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check { policies, output } => check(&policies, output),
-        Command::Eval { policy, request: Some(request), output, .. } => eval(&policy, &request, output),
+        Command::Eval { policy, request: Some(request), output, now, .. } => eval(&policy, &request, output, now),
         Command::Eval { policy, connection: Some(connection), output, .. } => {
             eval_connection(&policy, &connection, output)
         }
@@ -470,15 +474,18 @@ fn read_json_object(path: &Path) -> Result<Value> {
     Ok(value)
 }
 
-fn eval(policy_path: &Path, request_path: &Path, output: Output) -> Result<ExitCode> {
+fn eval(policy_path: &Path, request_path: &Path, output: Output, now: Option<u64>) -> Result<ExitCode> {
     let policy = load_policy(policy_path)?;
     let value = read_json_object(request_path)?;
     let name = display_name(request_path);
     let has_direction = value.get("direction").is_some();
-    let request: OwnedRequest =
+    let mut request: OwnedRequest =
         serde_json::from_value(value).map_err(|e| bad_input(format!("{name}: not a request: {e}")))?;
     if policy.needs().direction && !has_direction {
         return Err(bad_input(format!("{name}: direction: {}", harness::offline::DIRECTION_REQUIRED)));
+    }
+    if now.is_some() {
+        request.now_unix_secs = now;
     }
     let decision = harness::offline::decide_request(&policy, &request);
     print_decision(&decision, output)?;
@@ -539,7 +546,7 @@ fn replay(
                     "{:<28} {:<24} {:<14} {:<10} {:<10} {}",
                     entry.at,
                     entry.record["requestId"].as_str().unwrap_or("-"),
-                    if trustworthy { "changed" } else { "not replayable" },
+                    if trustworthy { "changed" } else { entry.not_replayable_because(&decision) },
                     entry.outcome(),
                     if trustworthy { decision.outcome().as_str() } else { "?" },
                     decision.primary().map(|f| format!("{} ({})", f.code.as_str(), f.rule)).unwrap_or_default(),

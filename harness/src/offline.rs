@@ -35,6 +35,11 @@ pub fn decide_request(policy: &Policy, request: &OwnedRequest) -> Decision {
     if !policy.needs().direction {
         view.direction = Direction::Inbound;
     }
+    // The time, for a policy that reads it (JWT): the request's own (`nowUnixSecs`: logged by
+    // the filter, or `eval --now`), else the clock now, as the filter reads the host's.
+    if policy.needs().clock && request.now_unix_secs.is_none() {
+        view.now_unix_secs = crate::jwt::now_unix_secs();
+    }
     let mut decision = policy.evaluate(&view);
     // The response phase, when the request says what the upstream connection was: the
     // filter decides it only for a request that went on. Its findings follow the request's.

@@ -66,6 +66,19 @@ impl Entry {
         }
     }
 
+    /// What a line that cannot be replayed lacks, in a few words: when the JWT check decided,
+    /// as logged or as replayed (`decision`), the token was never logged (redacted), so the
+    /// replay cannot verify it.
+    pub fn not_replayable_because(&self, decision: &Decision) -> &'static str {
+        let jwt = self.record["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["check"] == "jwt"))
+            || decision.findings.iter().any(|f| f.check == policy::Check::Jwt);
+        if jwt {
+            "token not logged"
+        } else {
+            "not replayable"
+        }
+    }
+
     /// Whether a replay of this line under `policy` can be trusted: the filter did not mark
     /// it, and if it was logged under this very revision, it decides as logged.
     pub fn trustworthy_under(&self, policy: &Policy, decision: &Decision) -> bool {
@@ -189,5 +202,6 @@ pub fn row_json(entry: &Entry, policy: &Policy, decision: &Decision, trustworthy
         "after": {"outcome": after, "code": decision.primary().map(|f| f.code.as_str()), "rule": decision.primary().map(|f| f.rule.as_str()), "policyRevision": policy.revision()},
         "replayable": trustworthy,
         "changed": if trustworthy { Value::from(before != after) } else { Value::Null },
+        "notReplayable": if trustworthy { Value::Null } else { entry.not_replayable_because(decision).into() },
     })
 }

@@ -33,6 +33,9 @@
 //!       methods: [GET, POST]
 //!       paths: [{prefix: /v1/}]
 //!       sources: ["spiffe://cluster.local/ns/payments/sa/*"]
+//! jwt:                         # see crate::checks::jwt::doc
+//!   providers: [{ id: corp, issuer: https://idp.example.com, audiences: [api], jwks: { keys: [...] } }]
+//!   rules: [{ id: api, match: { paths: [{ prefix: /api }] }, require: { providers: [corp] } }]
 //! upstream:                    # see crate::checks::upstream (response phase)
 //!   mode: enforce
 //!   destinations:
@@ -65,6 +68,9 @@ pub struct PolicyDocument {
     pub identity: Option<crate::checks::identity::doc::IdentityDoc>,
     #[serde(default)]
     pub egress: Option<crate::checks::egress::doc::EgressDoc>,
+    /// JWT request authentication (see [`crate::checks::jwt`]); runs after egress.
+    #[serde(default)]
+    pub jwt: Option<crate::checks::jwt::doc::JwtDoc>,
     /// Upstream identity pinning (see [`crate::checks::upstream`]); decided in the response
     /// phase.
     #[serde(default)]

@@ -60,6 +60,8 @@ pub struct Policy {
     checks: Vec<Box<dyn Compiled>>,
     /// Folded over the checks once, here.
     needs: Needs,
+    /// Checks whose denies have their own status (JWT: 401), see [`Policy::deny_status`].
+    deny_statuses: Vec<(crate::reason::Check, u16)>,
 }
 
 impl Policy {
@@ -93,8 +95,10 @@ impl Policy {
             );
         }
         let deny = compile_deny(&doc, &mut errs);
-        let log = compile_log(&doc, &mut errs);
+        let mut log = compile_log(&doc, &mut errs);
         let checks = crate::checks::compile_all(&doc, &mut errs);
+        // Headers a check reads secrets from (JWT token sources) never reach a log either.
+        log.redact.extend(checks.iter().flat_map(|c| c.redacted_headers()));
         if let (Some(id), Some(eg)) = (&doc.identity, &doc.egress) {
             // On a sidecar's outbound listener the downstream is the local app, in plaintext:
             // an identity check there denies every outbound request.
@@ -111,7 +115,8 @@ impl Policy {
             return Err(errs);
         }
         let needs = checks.iter().fold(Needs::default(), |n, c| n | c.needs());
-        Ok(Self { revision, mode: doc.mode, deny, log, checks, needs })
+        let deny_statuses = checks.iter().filter_map(|c| c.deny_status()).collect();
+        Ok(Self { revision, mode: doc.mode, deny, log, checks, needs, deny_statuses })
     }
 
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
@@ -136,6 +141,13 @@ impl Policy {
 
     pub fn deny_response(&self) -> &DenyResponse {
         &self.deny
+    }
+
+    /// The status of the reply to a denied request: that of the check whose finding decided
+    /// when it has its own (`jwt.denyStatus`, 401 by default), else `denyResponse.status`.
+    pub fn deny_status(&self, decision: &Decision) -> u16 {
+        let check = decision.primary().map(|f| f.check);
+        self.deny_statuses.iter().find(|(c, _)| Some(*c) == check).map_or(self.deny.status, |(_, status)| *status)
     }
 
     /// Run every check, in order, against one request. The first enforced rejection ends the

@@ -19,8 +19,7 @@ fn parser_fields(doc_with_unknown: Value) -> Vec<String> {
         .or_else(|| err.split("expected ").nth(1))
         .unwrap_or_else(|| panic!("{err}"));
     let mut fields: Vec<String> =
-        // serde lists two fields as "`a` or `b`", more as "one of `a`, `b`, `c`".
-        list.split(", ").flat_map(|f| f.split("` or `")).map(|f| f.trim_matches(|c| c == '`' || c == ' ').to_string()).collect();
+        list.replace(" or ", ", ").split(", ").map(|f| f.trim_matches(|c| c == '`' || c == ' ').to_string()).collect();
     fields.sort();
     fields
 }
@@ -62,6 +61,42 @@ fn schema_and_parser_know_the_same_fields() {
             json!({"version": 1, "upstream": {"destinations": [{"id": "a", "hosts": ["a.com"], "zz": 1}]}}),
         ),
     ];
+    let jwt = |patch: Value| {
+        let mut j = json!({"providers": [{"id": "p", "issuer": "i", "audiences": ["a"], "jwks": {"keys": []}}],
+                           "rules": [{"id": "r", "optional": true}]});
+        for (k, v) in patch.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        json!({"version": 1, "jwt": j})
+    };
+    let provider = |extra: Value| {
+        let mut p = json!({"id": "p", "issuer": "i", "audiences": ["a"], "jwks": {"keys": []}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        jwt(json!({"providers": [p]}))
+    };
+    let jwt_rule = |extra: Value| {
+        let mut r = json!({"id": "r", "optional": true});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        jwt(json!({"rules": [r]}))
+    };
+    let jwt_cases: Vec<(&Value, Value)> = vec![
+        (&s["properties"]["jwt"], json!({"version": 1, "jwt": {"zz": 1}})),
+        (&defs["jwtProvider"], provider(json!({"zz": 1}))),
+        (&defs["jwtJwks"], provider(json!({"jwks": {"zz": 1}}))),
+        (&defs["jwtRemoteJwks"], provider(json!({"jwks": {"remote": {"cluster": "c", "path": "/", "zz": 1}}}))),
+        (&defs["jwtRule"], jwt_rule(json!({"zz": 1}))),
+        (&defs["jwtRequire"], jwt_rule(json!({"require": {"providers": ["p"], "zz": 1}}))),
+        (&defs["jwtClaim"], jwt_rule(json!({"claims": [{"name": "n", "zz": 1}]}))),
+        (&defs["jwtBind"], jwt_rule(json!({"bind": {"zz": 1}}))),
+        (&defs["jwtPeerIdentity"], jwt_rule(json!({"bind": {"peerIdentity": {"claim": "azp", "zz": 1}}}))),
+        (&defs["routeMatch"], jwt_rule(json!({"match": {"zz": 1}}))),
+        (&defs["jwtTokenSource"], jwt(json!({"tokenSources": [{"zz": 1}]}))),
+        (&defs["jwtForwardClaim"], jwt(json!({"forwardClaims": [{"claim": "c", "header": "h", "zz": 1}]}))),
+    ];
     let guard = |name: &str| json!({"version": 1, "hygiene": {"guards": {name: {"zz": 1}}}});
     let hygiene_cases: Vec<(&Value, Value)> = vec![
         (&s["properties"]["hygiene"], json!({"version": 1, "hygiene": {"zz": 1}})),
@@ -84,7 +119,7 @@ fn schema_and_parser_know_the_same_fields() {
         let def = shape["$ref"].as_str().unwrap().trim_start_matches("#/$defs/");
         assert_eq!(schema_fields(&defs[def]), parser_fields(guard(name)), "guard {name} ({def})");
     }
-    for (obj, doc) in cases.into_iter().chain(hygiene_cases) {
+    for (obj, doc) in cases.into_iter().chain(hygiene_cases).chain(jwt_cases) {
         assert_eq!(schema_fields(obj), parser_fields(doc.clone()), "for {doc}");
     }
 }

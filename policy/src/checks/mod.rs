@@ -75,6 +75,18 @@ pub trait Check: fmt::Debug + Sized {
     fn pins_upstream(&self, _up: &UpstreamView<'_>) -> bool {
         self.decides_upstream()
     }
+
+    /// The status of a deny this check decides, when it is not the policy's
+    /// `denyResponse.status` (JWT: `jwt.denyStatus`, 401 by default).
+    fn deny_status(&self) -> Option<(crate::reason::Check, u16)> {
+        None
+    }
+
+    /// Lowercase names of headers whose values the decision log must never hold, besides the
+    /// built-in list (JWT: its token-source headers).
+    fn redacted_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A compiled check as the policy holds it: [`Check`] without its document type.
@@ -86,6 +98,8 @@ pub(crate) trait Compiled: fmt::Debug {
     fn decides_upstream(&self) -> bool;
     fn evaluate_upstream(&self, up: &UpstreamView<'_>, decision: &mut Decision);
     fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool;
+    fn deny_status(&self) -> Option<(crate::reason::Check, u16)>;
+    fn redacted_headers(&self) -> Vec<String>;
 }
 
 impl<C: Check> Compiled for C {
@@ -110,6 +124,12 @@ impl<C: Check> Compiled for C {
     fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool {
         Check::pins_upstream(self, up)
     }
+    fn deny_status(&self) -> Option<(crate::reason::Check, u16)> {
+        Check::deny_status(self)
+    }
+    fn redacted_headers(&self) -> Vec<String> {
+        Check::redacted_headers(self)
+    }
 }
 
 /// The registry: every check the document configures, compiled, in evaluation order.
@@ -119,6 +139,7 @@ pub(crate) fn compile_all(doc: &PolicyDocument, errs: &mut ConfigErrors) -> Vec<
     register::<hygiene::RequestHygiene>(doc.hygiene.as_ref(), &cx, errs, &mut checks);
     register::<identity::PeerIdentity>(doc.identity.as_ref(), &cx, errs, &mut checks);
     register::<egress::EgressAllowlist>(doc.egress.as_ref(), &cx, errs, &mut checks);
+    register::<jwt::JwtCheck>(doc.jwt.as_ref(), &cx, errs, &mut checks);
     register::<upstream::UpstreamPinning>(doc.upstream.as_ref(), &cx, errs, &mut checks);
     checks
 }

@@ -115,7 +115,11 @@ fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool
             obj.insert("binaryHeaders".into(), Value::Array(binary));
         }
     }
-    obj.insert("peer".into(), json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text), "tls": req.tls}));
+    let mut peer = json!({"mtls": req.peer.mtls, "uriSan": req.peer.uri_san.map(text), "tls": req.tls});
+    if let (Some(digest), Some(p)) = (req.peer_cert_sha256, peer.as_object_mut()) {
+        p.insert("certSha256".into(), text(digest).into());
+    }
+    obj.insert("peer".into(), peer);
     obj.insert("direction".into(), req.direction.as_str().into());
     obj.insert("endOfStream".into(), req.end_of_stream.into());
     if let Some(cluster) = req.cluster {
@@ -123,6 +127,9 @@ fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool
     }
     if req.workload != Workload::default() {
         obj.insert("workload".into(), workload_json(&req.workload));
+    }
+    if req.now_unix_secs != 0 {
+        obj.insert("nowUnixSecs".into(), req.now_unix_secs.into());
     }
     (Value::Object(obj), exact, truncated)
 }

@@ -35,6 +35,12 @@ pub struct Needs {
     /// `upstream.tls_version`, `upstream.address`), and the cluster name and authority kept
     /// from the request phase to judge them by.
     pub upstream: bool,
+    /// `connection.sha256_peer_certificate_digest`: only when a JWT rule binds tokens to the
+    /// peer certificate.
+    pub peer_cert_digest: bool,
+    /// The current time ([`RequestView::now_unix_secs`]): one clock read per request, only
+    /// when a check (JWT) reads it.
+    pub clock: bool,
 }
 
 impl Needs {
@@ -58,6 +64,8 @@ impl std::ops::BitOr for Needs {
             cluster_inbound: self.cluster_inbound || o.cluster_inbound,
             workload: self.workload || o.workload,
             upstream: self.upstream || o.upstream,
+            peer_cert_digest: self.peer_cert_digest || o.peer_cert_digest,
+            clock: self.clock || o.clock,
         }
     }
 }

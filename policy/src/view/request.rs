@@ -74,6 +74,13 @@ pub struct RequestView<'a> {
     pub cluster: Option<&'a [u8]>,
     /// The local workload (see [`Workload`]), when the policy needs it.
     pub workload: Workload<'a>,
+    /// `connection.sha256_peer_certificate_digest` (hex), when the policy needs it (a JWT rule
+    /// binds tokens to the peer certificate, RFC 8705).
+    pub peer_cert_sha256: Option<&'a [u8]>,
+    /// The time, in seconds since the Unix epoch, handed in by the caller (the host's clock in
+    /// the filter, `--now` or the clock in `meshguard eval`) when the policy needs it (JWT):
+    /// the policy has no clock of its own. 0 when not needed.
+    pub now_unix_secs: u64,
     facts: Facts<'a>,
 }
 
@@ -113,8 +120,22 @@ impl<'a> RequestView<'a> {
             tls: peer.mtls,
             cluster: None,
             workload: Workload::default(),
+            peer_cert_sha256: None,
+            now_unix_secs: 0,
             facts: Facts::default(),
         }
+    }
+
+    /// The same view with the peer certificate's SHA-256 digest (hex).
+    pub fn with_peer_cert_sha256(mut self, digest: Option<&'a [u8]>) -> Self {
+        self.peer_cert_sha256 = digest;
+        self
+    }
+
+    /// The same view with the time (seconds since the Unix epoch).
+    pub fn with_now(mut self, now_unix_secs: u64) -> Self {
+        self.now_unix_secs = now_unix_secs;
+        self
     }
 
     /// Whether the headers ended the stream (no body follows).
@@ -240,10 +261,11 @@ impl<'a> RequestView<'a> {
 /// A request held in owned memory, in the JSON shape the decision log records and
 /// `meshguard eval --request` reads:
 /// `{"method", "path", "authority", "scheme", "headers": [[name, value], ...],
-///   "peer": {"mtls": bool, "uriSan": string|null, "tls": bool},
+///   "peer": {"mtls": bool, "uriSan": string|null, "tls": bool, "certSha256": string|null},
 ///   "direction": "inbound"|"outbound"|"unspecified", "endOfStream": bool,
 ///   "cluster": string|null, "workload": {"namespace": string|null, "serviceAccount": string|null},
-///   "upstream": {"uriSan": string|null, "tlsVersion": string|null, "address": string|null}}`.
+///   "upstream": {"uriSan": string|null, "tlsVersion": string|null, "address": string|null},
+///   "nowUnixSecs": number}`.
 /// `peer.tls` (default: `peer.mtls`), `endOfStream` (default: true, no body), `cluster` and
 /// `workload` are optional, so requests logged before they existed still replay.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -280,6 +302,11 @@ pub struct OwnedRequest {
     /// them, `meshguard eval` decides both phases, as the filter does.
     #[serde(default)]
     pub upstream: Option<crate::view::upstream::OwnedUpstream>,
+    /// The time the filter handed the checks (seconds since the Unix epoch), logged when the
+    /// policy reads the clock (JWT); `meshguard eval` uses the current time (or `--now`) when
+    /// it is absent.
+    #[serde(default)]
+    pub now_unix_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -348,6 +375,9 @@ pub struct OwnedPeer {
     /// Whether the connection is TLS; absent means the same as `mtls`.
     #[serde(default)]
     pub tls: Option<bool>,
+    /// `connection.sha256_peer_certificate_digest` (hex), for JWT certificate binding.
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
@@ -416,6 +446,8 @@ impl OwnedRequest {
             tls: self.peer.tls.unwrap_or(self.peer.mtls),
             cluster: self.cluster.as_deref().map(str::as_bytes),
             workload: self.workload.view(),
+            peer_cert_sha256: self.peer.cert_sha256.as_deref().map(str::as_bytes),
+            now_unix_secs: self.now_unix_secs.unwrap_or(0),
             facts: Facts::default(),
         }
     }

@@ -5,7 +5,7 @@
 //! is refused by name: it would put a shared secret, with which anyone who reads the plugin
 //! configuration can mint tokens, into the configuration. Private key members are refused too.
 
-use jwt_simple::prelude::{ES256PublicKey, ES384PublicKey, Ed25519PublicKey, RS256PublicKey};
+use rsa::{BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::verify::b64url_decode;
@@ -57,21 +57,17 @@ impl Alg {
 /// A verification key, ready to use.
 #[derive(Clone)]
 pub enum KeyMaterial {
-    /// `n` and `e`, big-endian; the jwt-simple key for the token's algorithm is built per
-    /// verification (cheap next to an RSA signature check).
-    Rsa {
-        n: Vec<u8>,
-        e: Vec<u8>,
-    },
-    P256(Box<ES256PublicKey>),
-    P384(Box<ES384PublicKey>),
-    Ed25519(Box<Ed25519PublicKey>),
+    /// Imported once, when the policy is compiled.
+    Rsa(Box<RsaPublicKey>),
+    P256(Box<p256::ecdsa::VerifyingKey>),
+    P384(Box<p384::ecdsa::VerifyingKey>),
+    Ed25519(Box<ed25519_compact::PublicKey>),
 }
 
 impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            KeyMaterial::Rsa { .. } => "RSA",
+            KeyMaterial::Rsa(_) => "RSA",
             KeyMaterial::P256(_) => "EC P-256",
             KeyMaterial::P384(_) => "EC P-384",
             KeyMaterial::Ed25519(_) => "OKP Ed25519",
@@ -86,7 +82,7 @@ impl KeyMaterial {
     pub fn fits(&self, alg: Alg) -> bool {
         matches!(
             (self, alg),
-            (KeyMaterial::Rsa { .. }, Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512)
+            (KeyMaterial::Rsa(_), Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512)
                 | (KeyMaterial::P256(_), Alg::ES256)
                 | (KeyMaterial::P384(_), Alg::ES384)
                 | (KeyMaterial::Ed25519(_), Alg::EdDSA)
@@ -215,11 +211,19 @@ pub fn parse_jwk(key: &Map<String, Value>, at: &str, errs: &mut ConfigErrors) ->
                             ),
                         );
                         None
-                    } else if RS256PublicKey::from_components(&n, &e).is_err() {
-                        errs.push(format!("{at}.n"), "not a valid RSA public key (n, e)");
-                        None
                     } else {
-                        Some(KeyMaterial::Rsa { n, e })
+                        let key = RsaPublicKey::new_with_max_size(
+                            BigUint::from_bytes_be(&n),
+                            BigUint::from_bytes_be(&e),
+                            MAX_RSA_BITS,
+                        );
+                        match key {
+                            Ok(key) => Some(KeyMaterial::Rsa(Box::new(key))),
+                            Err(_) => {
+                                errs.push(format!("{at}.n"), "not a valid RSA public key (n, e)");
+                                None
+                            }
+                        }
                     }
                 }
                 _ => None,
@@ -248,9 +252,9 @@ pub fn parse_jwk(key: &Map<String, Value>, at: &str, errs: &mut ConfigErrors) ->
                     sec1.extend_from_slice(&x);
                     sec1.extend_from_slice(&y);
                     let material = if len == 32 {
-                        ES256PublicKey::from_bytes(&sec1).ok().map(|k| KeyMaterial::P256(Box::new(k)))
+                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(|k| KeyMaterial::P256(Box::new(k)))
                     } else {
-                        ES384PublicKey::from_bytes(&sec1).ok().map(|k| KeyMaterial::P384(Box::new(k)))
+                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(|k| KeyMaterial::P384(Box::new(k)))
                     };
                     if material.is_none() {
                         errs.push(format!("{at}.x"), "(x, y) is not a point of the curve");
@@ -267,7 +271,7 @@ pub fn parse_jwk(key: &Map<String, Value>, at: &str, errs: &mut ConfigErrors) ->
         Some("OKP") => {
             let x = b64_member(key, "x", at, errs);
             match str_member(key, "crv", at, errs) {
-                Some("Ed25519") => match x.map(|x| Ed25519PublicKey::from_bytes(&x)) {
+                Some("Ed25519") => match x.map(|x| ed25519_compact::PublicKey::from_slice(&x)) {
                     Some(Ok(k)) => Some(KeyMaterial::Ed25519(Box::new(k))),
                     Some(Err(_)) => {
                         errs.push(format!("{at}.x"), "not an Ed25519 public key (32 bytes)");
@@ -356,41 +360,34 @@ pub fn parse_jwks_json(json: &[u8], at: &str) -> Result<Vec<Jwk>, ConfigErrors> 
 }
 
 /// Verify `signed` (`header.payload`, as sent) against the decoded `signature` with `key`
-/// for `alg`: the same primitives jwt-simple's `verify_token` calls, on the keys jwt-simple
-/// imported, without its token layer (whose claim parsing, generic instantiations per
-/// algorithm and `anyhow` errors with backtraces cost meshguard.wasm hundreds of KiB; the
-/// claims are checked by the caller anyway, with the time it was given).
+/// for `alg`, with the RustCrypto primitives directly (`rsa`, `p256`, `p384`) and
+/// `ed25519-compact`: the ones jwt-simple's `verify_token` ends in, without its token layer and
+/// its key wrappers, whose claim parsing, generic instantiations per algorithm and `anyhow`
+/// errors with backtraces cost meshguard.wasm hundreds of KiB. The claims are checked by the
+/// caller, with the time it was given.
 pub fn verify_signature(signed: &[u8], signature: &[u8], key: &KeyMaterial, alg: Alg) -> bool {
-    use jwt_simple::prelude::{ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, RSAPublicKeyLike};
-    use p256::ecdsa::signature::Verifier as _;
+    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+    use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
+    use rsa::{Pkcs1v15Sign, Pss};
     match (key, alg) {
-        (KeyMaterial::Rsa { n, e }, _) => {
-            use superboring::hash::MessageDigest;
-            use superboring::rsa::Padding;
-            let (digest, padding) = match alg {
-                Alg::RS256 => (MessageDigest::sha256(), Padding::PKCS1),
-                Alg::RS384 => (MessageDigest::sha384(), Padding::PKCS1),
-                Alg::RS512 => (MessageDigest::sha512(), Padding::PKCS1),
-                Alg::PS256 => (MessageDigest::sha256(), Padding::PKCS1_PSS),
-                Alg::PS384 => (MessageDigest::sha384(), Padding::PKCS1_PSS),
-                Alg::PS512 => (MessageDigest::sha512(), Padding::PKCS1_PSS),
-                Alg::ES256 | Alg::ES384 | Alg::EdDSA => return false,
-            };
-            let Ok(public) = RS256PublicKey::from_components(n, e) else { return false };
-            let Ok(pkey) = superboring::pkey::PKey::from_rsa(public.public_key().as_ref().clone()) else {
-                return false;
-            };
-            let Ok(mut verifier) = superboring::sign::Verifier::new(digest, &pkey) else { return false };
-            verifier.set_rsa_padding(padding).is_ok()
-                && verifier.update(signed).is_ok()
-                && verifier.verify(signature).unwrap_or(false)
-        }
+        (KeyMaterial::Rsa(k), _) => match alg {
+            Alg::RS256 => k.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(signed), signature).is_ok(),
+            Alg::RS384 => k.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(signed), signature).is_ok(),
+            Alg::RS512 => k.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(signed), signature).is_ok(),
+            Alg::PS256 => k.verify(Pss::new::<Sha256>(), &Sha256::digest(signed), signature).is_ok(),
+            Alg::PS384 => k.verify(Pss::new::<Sha384>(), &Sha384::digest(signed), signature).is_ok(),
+            Alg::PS512 => k.verify(Pss::new::<Sha512>(), &Sha512::digest(signed), signature).is_ok(),
+            Alg::ES256 | Alg::ES384 | Alg::EdDSA => false,
+        },
+        // Hashed here with the SHA-2 the RSA path uses (one SHA-2 crate in the module, not two),
+        // then verified as ECDSA verifies a message: the same hash, the same check.
         (KeyMaterial::P256(k), Alg::ES256) => p256::ecdsa::Signature::try_from(signature)
-            .is_ok_and(|sig| k.public_key().as_ref().verify(signed, &sig).is_ok()),
+            .is_ok_and(|sig| k.verify_prehash(&Sha256::digest(signed), &sig).is_ok()),
         (KeyMaterial::P384(k), Alg::ES384) => p384::ecdsa::Signature::try_from(signature)
-            .is_ok_and(|sig| k.public_key().as_ref().verify(signed, &sig).is_ok()),
-        (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_compact::Signature::from_slice(signature)
-            .is_ok_and(|sig| k.public_key().as_ref().verify(signed, &sig).is_ok()),
+            .is_ok_and(|sig| k.verify_prehash(&Sha384::digest(signed), &sig).is_ok()),
+        (KeyMaterial::Ed25519(k), Alg::EdDSA) => {
+            ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| k.verify(signed, &sig).is_ok())
+        }
         _ => false,
     }
 }

@@ -8,23 +8,24 @@
 //! another audience; spoofed claim headers; and tokens stolen from one workload and replayed
 //! from another (RFC 8705 certificate binding, token-to-SPIFFE-ID binding).
 //!
-//! The check is pure: the time is handed in ([`JwtInput::now_unix_secs`]).
+//! The check is pure: the time is handed in ([`RequestView::now_unix_secs`]), and so is the
+//! peer certificate's digest ([`RequestView::peer_cert_sha256`]).
 //!
-//! # Wiring (not done yet)
+//! # Wiring
 //!
-//! - Document: `PolicyDocument.jwt: Option<JwtDoc>`; compile with
-//!   `JwtCheck::compile(doc, policy.mode, "jwt", errs)`; evaluate after egress.
-//! - Request: every `authorization` value, the values of the other
-//!   [`JwtCheck::token_headers`], `:path` as received (query included), `:authority`,
-//!   `:method`, and the host's current time in seconds.
-//! - Properties, only when asked for: `connection.sha256_peer_certificate_digest` when
+//! - Registered after egress ([`crate::checks::compile_all`]); it reads the request through
+//!   the [`RequestView`]: the token sources' headers, `:path` as received (query included; the
+//!   view's canonical path for rule matching), `:authority`, `:method`.
+//! - [`Needs`]: the clock always; `connection.sha256_peer_certificate_digest` when
 //!   [`JwtCheck::needs_peer_certificate_digest`] (any rule whose `bind.certificate` is not
 //!   `ignore`: the default `ifPresent` counts), `connection.uri_san_peer_certificate` when
 //!   [`JwtCheck::needs_peer_uri_san`].
 //! - Deny: status [`JwtCheck::deny_status`] (401 by default) when the primary finding is a JWT
-//!   one. Mutations (forwarded-claim headers removed, then set; the token stripped) come in
-//!   [`Decision::mutations`], applied only when the request is not refused.
-//! - Logs: the token sources other than `authorization` must join the redacted headers.
+//!   one ([`crate::Policy::deny_status`]). Mutations (forwarded-claim headers removed, then
+//!   set; the token stripped) come in [`Decision::mutations`], applied only when the request
+//!   is not refused.
+//! - Logs: the token-source headers join the redacted headers (see `Policy::from_value`); a
+//!   query-parameter token never reaches a log (the log keeps the query's shape only).
 
 pub mod cache;
 pub mod doc;
@@ -33,8 +34,9 @@ pub mod keys;
 mod tests;
 pub mod verify;
 
+use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::decision::{Decision, Finding, HeaderMutation, Remedy};
 use crate::document::{Action, Mode};
@@ -43,32 +45,12 @@ use crate::matchers::route::{RouteInput, RouteMatch};
 use crate::parse::spiffe::{PrincipalPattern, SpiffeId};
 use crate::parse::token::is_tchar;
 use crate::reason::{Check, ReasonCode};
+use crate::view::{Needs, RequestView};
 
 use doc::CertificateBinding;
 pub use doc::JwtDoc;
 use keys::Alg;
 pub use verify::{Provider, Verified};
-
-/// What the JWT check reads from one request. Everything is borrowed bytes as Envoy gives them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JwtInput<'a> {
-    /// Every value of `authorization`, in order.
-    pub authorization: &'a [&'a [u8]],
-    /// `(lowercase name, value)` of the other headers [`JwtCheck::token_headers`] names (a
-    /// caller may pass every header: the check picks those it reads).
-    pub headers: &'a [(&'a [u8], &'a [u8])],
-    /// `:path` as received, query included: it is canonicalised for rule matching (as the
-    /// identity check does) and query-parameter token sources are read from it.
-    pub path: &'a [u8],
-    pub authority: &'a [u8],
-    pub method: &'a [u8],
-    /// `connection.uri_san_peer_certificate` (`None` without an mTLS peer).
-    pub peer_uri_san: Option<&'a [u8]>,
-    /// `connection.sha256_peer_certificate_digest`, hex (`None` without a peer certificate).
-    pub peer_cert_sha256: Option<&'a [u8]>,
-    /// Seconds since the Unix epoch: policy has no clock.
-    pub now_unix_secs: u64,
-}
 
 #[derive(Debug)]
 enum Source {
@@ -115,7 +97,9 @@ pub struct JwtCheck {
     forward: Vec<Forward>,
     strip_token: bool,
     deny_status: u16,
-    cache: Mutex<cache::TokenCache>,
+    /// Per VM (a VM runs one thread; so does every native caller of one `Policy`), mutable
+    /// through `&self`; a new policy is a new check, so a new, empty cache.
+    cache: RefCell<cache::TokenCache>,
 }
 
 enum Outcome<'r> {
@@ -148,7 +132,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 impl JwtCheck {
-    pub fn compile(doc: &JwtDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> JwtCheck {
+    pub fn compile_section(doc: &JwtDoc, policy_mode: Mode, at: &str, errs: &mut ConfigErrors) -> JwtCheck {
         let check_mode = if policy_mode == Mode::DryRun { Mode::DryRun } else { doc.mode.unwrap_or(Mode::Enforce) };
         let providers = compile_providers(doc, at, errs);
         let rules = compile_rules(doc, &providers, check_mode, at, errs);
@@ -197,7 +181,7 @@ impl JwtCheck {
             forward,
             strip_token: doc.strip_token,
             deny_status: doc.deny_status,
-            cache: Mutex::new(cache::TokenCache::new(doc.cache_entries)),
+            cache: RefCell::new(cache::TokenCache::new(doc.cache_entries)),
         }
     }
 
@@ -207,7 +191,7 @@ impl JwtCheck {
     }
 
     /// Lowercase names of the headers tokens are read from (`authorization` included when
-    /// it is a source; its values go in [`JwtInput::authorization`]).
+    /// it is a source).
     pub fn token_headers(&self) -> impl Iterator<Item = &[u8]> {
         self.sources.iter().filter_map(|s| match s {
             Source::Header { name, .. } => Some(name.as_slice()),
@@ -233,7 +217,7 @@ impl JwtCheck {
 
     /// Verified tokens in the cache now.
     pub fn cached_tokens(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+        self.cache.try_borrow().map(|c| c.len()).unwrap_or(0)
     }
 
     fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
@@ -247,17 +231,12 @@ impl JwtCheck {
     }
 
     /// Add this check's findings (and header mutations) to `decision`.
-    pub fn evaluate(&self, input: &JwtInput<'_>, decision: &mut Decision) {
+    pub fn evaluate_request(&self, input: &RequestView<'_>, decision: &mut Decision) {
         // Forwarded-claim headers never come from the client.
         for f in &self.forward {
             decision.mutations.push(HeaderMutation::Remove { name: f.header.clone() });
         }
-        // Until the check reads a RequestView (wiring, see the module docs), the route facts are
-        // computed here with the same readers the view uses.
-        let host = crate::parse::host::parse_authority(input.authority).ok().and_then(|a| a.host.match_key());
-        let path = crate::parse::path::canonical(input.path);
-        let regex_work = std::cell::Cell::new(0);
-        let route = RouteInput { host: host.as_deref(), path: &path, method: input.method, regex_work: &regex_work };
+        let route = input.route_input();
         // Rules in dry-run never change the enforced outcome: the enforced decision comes from
         // the enforcing rules alone, and a shadow pass with every rule shows what enforcing the
         // dry-run ones would do. A check in dry-run has one pass, with every rule.
@@ -302,12 +281,13 @@ impl JwtCheck {
         }
     }
 
-    fn strip(&self, source: usize, input: &JwtInput<'_>, decision: &mut Decision) {
+    fn strip(&self, source: usize, input: &RequestView<'_>, decision: &mut Decision) {
         match self.sources.get(source) {
             Some(Source::Header { name, .. }) => decision.mutations.push(HeaderMutation::Remove { name: name.clone() }),
             Some(Source::Query { name }) => {
-                let (path, query) = match input.path.iter().position(|&b| b == b'?') {
-                    Some(q) => (input.path.get(..q).unwrap_or_default(), input.path.get(q + 1..).unwrap_or_default()),
+                let raw = input.path();
+                let (path, query) = match raw.iter().position(|&b| b == b'?') {
+                    Some(q) => (raw.get(..q).unwrap_or_default(), raw.get(q + 1..).unwrap_or_default()),
                     None => return,
                 };
                 let kept: Vec<&[u8]> =
@@ -323,7 +303,7 @@ impl JwtCheck {
         }
     }
 
-    fn decide<'r>(&'r self, route: &RouteInput<'_>, input: &JwtInput<'_>, include_dry_run: bool) -> Outcome<'r> {
+    fn decide<'r>(&'r self, route: &RouteInput<'_>, input: &RequestView<'_>, include_dry_run: bool) -> Outcome<'r> {
         let mut rules = self.rules.iter().filter(|r| include_dry_run || r.enforced);
         // An authority that is not a host cannot be matched against rules that name hosts: a
         // malformed Host must not step around them.
@@ -343,7 +323,7 @@ impl JwtCheck {
     }
 
     /// The one token of the request and the index of its source; `Err` for two or more.
-    fn extract<'i>(&self, input: &JwtInput<'i>) -> Result<Option<(&'i [u8], usize)>, ReasonCode> {
+    fn extract<'i>(&self, input: &RequestView<'i>) -> Result<Option<(&'i [u8], usize)>, ReasonCode> {
         let mut found: Option<(&'i [u8], usize)> = None;
         let mut add = |token: &'i [u8], source: usize| {
             if found.replace((token, source)).is_some() {
@@ -352,15 +332,20 @@ impl JwtCheck {
                 Ok(())
             }
         };
-        let query = input.path.iter().position(|&b| b == b'?').and_then(|q| input.path.get(q + 1..));
+        let raw = input.path();
+        let query = raw.iter().position(|&b| b == b'?').and_then(|q| raw.get(q + 1..));
         for (i, source) in self.sources.iter().enumerate() {
             match source {
                 Source::Header { name, prefix } => {
-                    let values: Box<dyn Iterator<Item = &'i [u8]>> = if name.as_slice() == b"authorization" {
-                        Box::new(input.authorization.iter().copied())
-                    } else {
-                        Box::new(input.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v))
-                    };
+                    // Envoy folds a repeated header into one value joined by commas (two
+                    // Authorization headers arrive as `Bearer a,Bearer b`); a token never holds
+                    // a comma, so each comma-separated element is read as a value of its own.
+                    let values = input
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .flat_map(|(_, v)| v.split(|&b| b == b','))
+                        .map(trim_leading_ows);
                     for value in values {
                         let token = match prefix {
                             None => Some(value),
@@ -387,7 +372,7 @@ impl JwtCheck {
         Ok(found)
     }
 
-    fn check_rule(&self, rule: &Rule, input: &JwtInput<'_>) -> Result<Option<(Arc<Verified>, usize)>, ReasonCode> {
+    fn check_rule(&self, rule: &Rule, input: &RequestView<'_>) -> Result<Option<(Arc<Verified>, usize)>, ReasonCode> {
         let Some((token, source)) = self.extract(input)? else {
             return if rule.optional { Ok(None) } else { Err(ReasonCode::JwtMissing) };
         };
@@ -395,7 +380,7 @@ impl JwtCheck {
             return Err(ReasonCode::JwtTooLarge);
         }
         let now = input.now_unix_secs;
-        let cached = self.cache.lock().ok().and_then(|mut c| c.get(token, now, self.skew));
+        let cached = self.cache.try_borrow_mut().ok().and_then(|mut c| c.get(token, now, self.skew));
         let v = match cached {
             Some(v) => {
                 if !rule.providers.contains(&v.provider) {
@@ -405,7 +390,7 @@ impl JwtCheck {
             }
             None => {
                 let v = Arc::new(verify::verify(token, &self.providers, &rule.providers, self.max_token_bytes)?);
-                if let Ok(mut c) = self.cache.lock() {
+                if let Ok(mut c) = self.cache.try_borrow_mut() {
                     c.insert(token, Arc::clone(&v), now, self.skew);
                 }
                 v
@@ -428,12 +413,51 @@ impl JwtCheck {
             (CertificateBinding::Required, None) | (_, Some(false)) => return Err(ReasonCode::JwtBindingMismatch),
         }
         if let Some((claim, patterns)) = &rule.peer_identity {
-            if !bound_to_peer(&v, claim, *patterns, input.peer_uri_san) {
+            if !bound_to_peer(&v, claim, *patterns, input.peer.uri_san) {
                 return Err(ReasonCode::JwtPeerIdentityMismatch);
             }
         }
         Ok(Some((v, source)))
     }
+}
+
+impl crate::checks::Check for JwtCheck {
+    type Doc = JwtDoc;
+    const SECTION: &'static str = "jwt";
+
+    fn compile(doc: &JwtDoc, cx: &crate::checks::Context, errs: &mut ConfigErrors) -> JwtCheck {
+        JwtCheck::compile_section(doc, cx.policy_mode, Self::SECTION, errs)
+    }
+
+    /// The clock on every request; the peer's certificate digest and URI SAN only when a rule
+    /// binds tokens to them.
+    fn needs(&self) -> Needs {
+        Needs {
+            peer: self.needs_peer_uri_san(),
+            peer_cert_digest: self.needs_peer_certificate_digest(),
+            clock: true,
+            ..Needs::default()
+        }
+    }
+
+    fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision) {
+        self.evaluate_request(req, decision);
+    }
+
+    fn deny_status(&self) -> Option<(Check, u16)> {
+        Some((Check::Jwt, self.deny_status))
+    }
+
+    fn redacted_headers(&self) -> Vec<String> {
+        self.token_headers().map(|h| String::from_utf8_lossy(h).into_owned()).collect()
+    }
+}
+
+/// An element of a comma-folded value without the optional whitespace (spaces, tabs) after its
+/// comma. Trailing whitespace stays: a token followed by a space is malformed, as it was sent.
+fn trim_leading_ows(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(value.len());
+    value.get(start..).unwrap_or_default()
 }
 
 /// The name of a `name=value` query pair.

@@ -115,7 +115,7 @@ pub(crate) fn compile(doc: Value) -> Result<JwtCheck, ConfigErrors> {
         errs
     })?;
     let mut errs = ConfigErrors::default();
-    let check = JwtCheck::compile(&doc, Mode::Enforce, "jwt", &mut errs);
+    let check = JwtCheck::compile_section(&doc, Mode::Enforce, "jwt", &mut errs);
     if errs.is_empty() {
         Ok(check)
     } else {
@@ -123,9 +123,10 @@ pub(crate) fn compile(doc: Value) -> Result<JwtCheck, ConfigErrors> {
     }
 }
 
+/// One compiled check per test thread: the cache is per VM, and a VM is one thread.
 fn check() -> &'static JwtCheck {
-    static CHECK: OnceLock<JwtCheck> = OnceLock::new();
-    CHECK.get_or_init(|| compile(policy()).unwrap())
+    thread_local!(static CHECK: &'static JwtCheck = Box::leak(Box::new(compile(policy()).unwrap())));
+    CHECK.with(|c| *c)
 }
 
 struct Req<'a> {
@@ -147,19 +148,19 @@ impl Req<'_> {
     }
 
     fn eval_with(&self, check: &JwtCheck) -> Decision {
-        let auth: Vec<&[u8]> = self.auth.iter().map(|a| a.as_bytes()).collect();
-        let input = JwtInput {
-            authorization: &auth,
-            headers: &[],
-            path: self.path.as_bytes(),
-            authority: b"api.example.com",
-            method: b"GET",
-            peer_uri_san: self.peer.map(str::as_bytes),
-            peer_cert_sha256: self.digest.map(str::as_bytes),
-            now_unix_secs: self.now,
-        };
+        let mut headers: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"GET"),
+            (b":path", self.path.as_bytes()),
+            (b":authority", b"api.example.com"),
+            (b":scheme", b"https"),
+        ];
+        headers.extend(self.auth.iter().map(|a| (&b"authorization"[..], a.as_bytes())));
+        let peer = crate::view::request::Peer { mtls: self.peer.is_some(), uri_san: self.peer.map(str::as_bytes) };
+        let input = RequestView::new(&headers, peer, crate::view::request::Direction::Inbound)
+            .with_peer_cert_sha256(self.digest.map(str::as_bytes))
+            .with_now(self.now);
         let mut d = Decision::default();
-        check.evaluate(&input, &mut d);
+        check.evaluate_request(&input, &mut d);
         d
     }
 
@@ -258,6 +259,13 @@ fn oversized_tokens_are_refused_before_decoding() {
 fn two_tokens_are_denied() {
     let t = mint("ES256", &claims());
     assert_eq!(req("/api/x").bearer(&t).bearer(&t).code(), Some("jwt_multiple_tokens"));
+    // Two Authorization headers as Envoy hands them over: folded into one value.
+    let folded = format!("{t},Bearer {t}");
+    assert_eq!(req("/api/x").bearer(&folded).code(), Some("jwt_multiple_tokens"));
+    let folded = format!("{t}, Bearer {t}");
+    assert_eq!(req("/api/x").bearer(&folded).code(), Some("jwt_multiple_tokens"));
+    // A value that is not a token (no prefix) beside one token is not a second token.
+    assert_eq!(req("/api/x").bearer(&format!("{t}, Basic YTpi")).code(), None);
     let path = format!("/api/x?access_token={t}");
     assert_eq!(req(&path).bearer(&t).code(), Some("jwt_multiple_tokens"));
     let path = format!("/api/x?a=1&access_token={t}&access_token={t}");
@@ -556,7 +564,7 @@ fn dry_run_rules_and_checks() {
     // The policy in dry-run wins over the check's mode.
     let doc: JwtDoc = serde_json::from_value(policy()).unwrap();
     let mut errs = ConfigErrors::default();
-    let dry = JwtCheck::compile(&doc, Mode::DryRun, "jwt", &mut errs);
+    let dry = JwtCheck::compile_section(&doc, Mode::DryRun, "jwt", &mut errs);
     assert!(errs.is_empty());
     assert_eq!(req("/api/x").eval_with(&dry).outcome().as_str(), "would_deny");
 }
@@ -569,17 +577,11 @@ fn default_deny_and_bad_authority() {
     let c = compile(doc).unwrap();
     let d = req("/elsewhere").eval_with(&c);
     assert_eq!((d.findings[0].code, d.findings[0].rule.as_str()), (ReasonCode::JwtNoMatchingRule, "jwt.defaultAction"));
-    let auth: Vec<&[u8]> = vec![];
-    let input = JwtInput {
-        authorization: &auth,
-        path: b"/api/x",
-        authority: b"user@api.example.com",
-        method: b"GET",
-        now_unix_secs: NOW,
-        ..Default::default()
-    };
+    let headers: [(&[u8], &[u8]); 3] =
+        [(b":method", b"GET"), (b":path", b"/api/x"), (b":authority", b"user@api.example.com")];
+    let input = RequestView::new(&headers, Default::default(), crate::view::request::Direction::Inbound).with_now(NOW);
     let mut d = Decision::default();
-    c.evaluate(&input, &mut d);
+    c.evaluate_request(&input, &mut d);
     assert_eq!(d.findings[0].code, ReasonCode::JwtAuthorityInvalid);
 }
 
@@ -599,9 +601,13 @@ fn the_token_never_reaches_a_finding_or_a_debug_print() {
 }
 
 #[test]
-fn the_check_can_be_shared_between_threads() {
-    fn send_sync<T: Send + Sync>() {}
-    send_sync::<JwtCheck>();
+fn the_cache_is_per_check_and_a_new_policy_starts_empty() {
+    let c = compile(policy()).unwrap();
+    let t = mint("EdDSA", &claims());
+    assert_eq!(code_of(&req("/api/x").bearer(&t).eval_with(&c)), None);
+    assert_eq!(c.cached_tokens(), 1);
+    let again = compile(policy()).unwrap();
+    assert_eq!(again.cached_tokens(), 0);
 }
 
 #[test]
@@ -751,4 +757,57 @@ fn every_supported_algorithm() {
     assert_eq!(code_of(&req("/x").bearer(&t).eval_with(&check)), None, "ES384");
     let bad = ES384KeyPair::generate().with_key_id("es384").sign(claims()).unwrap();
     assert_eq!(code_of(&req("/x").bearer(&bad).eval_with(&check)), Some("jwt_signature_invalid"), "ES384");
+}
+
+/// The check wired into a `Policy`: registered after egress, a JWT deny replies with
+/// `denyStatus` (401 by default) and other denies keep `denyResponse.status`, the clock is
+/// always needed and the certificate digest only when a rule binds to it, and token headers
+/// other than authorization never reach the decision log.
+#[test]
+fn wired_into_the_policy() {
+    let mut jwt = policy();
+    jwt["tokenSources"] = json!([{"header": "x-token"}, {"queryParam": "access_token"}]);
+    let doc = json!({"version": 1, "identity": {"requirePeerIdentity": true}, "jwt": jwt});
+    let p = crate::Policy::from_value(doc.clone()).unwrap();
+    let needs = p.needs();
+    assert!(needs.clock && needs.peer_cert_digest && needs.peer);
+    let t = mint("ES256", &claims());
+    let headers: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"GET"),
+        (b":path", b"/api/x?access_token=abc.def.ghi&q=1"),
+        (b":authority", b"api.example.com"),
+        (b":scheme", b"https"),
+        (b"x-token", t.as_bytes()),
+    ];
+    let peer = crate::view::request::Peer { mtls: true, uri_san: Some(PEER.as_bytes()) };
+    let view = RequestView::new(&headers, peer, crate::view::request::Direction::Inbound).with_now(NOW);
+    let d = p.evaluate(&view);
+    assert_eq!(code_of(&d), Some("jwt_multiple_tokens"));
+    assert_eq!(p.deny_status(&d), 401);
+    let line = p.decision_log_line(&d, &view, 0);
+    assert!(!line.contains(&t) && !line.contains("abc.def.ghi"), "{line}");
+    assert!(line.contains("jwt_multiple_tokens"), "{line}");
+    // Without a peer the identity check decides first, with denyResponse.status.
+    let view = RequestView::new(&headers, Default::default(), crate::view::request::Direction::Inbound).with_now(NOW);
+    let d = p.evaluate(&view);
+    assert_eq!(d.findings[0].check, Check::PeerIdentity);
+    assert_eq!(p.deny_status(&d), 403);
+    // A custom status; no rule binding the certificate: no digest fetched.
+    let mut jwt = policy();
+    jwt["denyStatus"] = json!(498);
+    for r in jwt["rules"].as_array_mut().unwrap() {
+        r["bind"] = json!({"certificate": "ignore"});
+    }
+    let p = crate::Policy::from_value(json!({"version": 1, "jwt": jwt})).unwrap();
+    assert!(p.needs().clock && !p.needs().peer_cert_digest && !p.needs().peer);
+    let view =
+        RequestView::new(&headers[..4], Default::default(), crate::view::request::Direction::Inbound).with_now(NOW);
+    let d = p.evaluate(&view);
+    assert_eq!((code_of(&d), p.deny_status(&d)), (Some("jwt_malformed"), 498));
+    // A policy without a jwt section needs no clock.
+    let p = crate::Policy::from_value(json!({"version": 1, "identity": {}})).unwrap();
+    assert!(!p.needs().clock && !p.needs().peer_cert_digest);
+    // Errors are reported under `jwt.`.
+    let e = crate::Policy::from_value(json!({"version": 1, "jwt": {"providers": []}})).unwrap_err().to_string();
+    assert!(e.contains("jwt.providers"), "{e}");
 }
