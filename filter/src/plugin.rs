@@ -58,6 +58,7 @@ const PROPERTY_TLS_VERSION: &[u8] = b"connection\0tls_version";
 /// `connection.sha256_peer_certificate_digest`: hex SHA-256 of the peer certificate (JWT
 /// certificate binding, RFC 8705), fetched only when a rule binds to it.
 const PROPERTY_PEER_CERT_DIGEST: &[u8] = b"connection\0sha256_peer_certificate_digest";
+const PROPERTY_SOURCE_ADDRESS: &[u8] = b"source\0address";
 
 /// The local reply's headers, serialized once at compile time: only the content type, nothing
 /// that says more than the body does.
@@ -389,6 +390,15 @@ fn guard(
     } else {
         None
     };
+    // The downstream's address only for a request that carries x-envoy-external-address, when
+    // the policy compares the two (hygiene keeps Envoy's own value at an edge).
+    let source_address = if needs.source_address
+        && headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(policy::view::EXTERNAL_ADDRESS))
+    {
+        hostcalls::property(PROPERTY_SOURCE_ADDRESS).ok().flatten()
+    } else {
+        None
+    };
     // The workload comes from the node metadata, read once in on_configure: it is the proxy's
     // own and does not change.
     let view = RequestView::new(&headers, peer, direction)
@@ -397,7 +407,8 @@ fn guard(
         .with_cluster(cluster.as_deref())
         .with_workload(if needs.workload { workload.view() } else { policy::Workload::default() })
         .with_peer_cert_sha256(cert_digest.as_deref())
-        .with_now(now_nanos.map_or(0, |n| n / 1_000_000_000));
+        .with_now(now_nanos.map_or(0, |n| n / 1_000_000_000))
+        .with_source_address(source_address.as_deref());
 
     let decision = policy.evaluate(&view);
     let outcome = decision.outcome();

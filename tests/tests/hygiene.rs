@@ -475,10 +475,12 @@ fn gateway_preset_at_the_edge() -> Result<()> {
     let a = send(&mesh, "gw-browser", None, &browser)?;
     // At the edge (use_remote_address, a non-internal peer) Envoy itself removes the x-envoy-*
     // headers it reads (x-envoy-original-path, retry and timeout headers...) and sets
-    // x-envoy-external-address. On a listener without use_remote_address the client's value
-    // would pass, and the filter cannot see which listener it is on: the preset strips every
-    // x-envoy-* header, Envoy's own included (the address stays in x-forwarded-for).
-    assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
+    // x-envoy-external-address from the downstream's address. On a listener without
+    // use_remote_address a client's value would pass, and the filter cannot see which listener
+    // it is on: the preset keeps the value only when it is source.address (Envoy's own, here:
+    // no finding, no log line on every request at an edge) and strips any other.
+    assert_clean(&mesh, &a)?;
+    assert_eq!(a.app_got("x-envoy-external-address"), ["127.0.0.1"], "{}", a.text());
     let xff = a.app_got("x-forwarded-for");
     assert!(xff.len() == 1 && xff[0].starts_with("198.51.100.7,") && xff[0].split(',').count() == 2, "{}", a.text());
     let raw = h1(
@@ -491,8 +493,9 @@ fn gateway_preset_at_the_edge() -> Result<()> {
     );
     let a = send(&mesh, "gw-envoy-known", None, &raw)?;
     assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
+    // Only Envoy's own address reaches the app; a client's spelling of it would be stripped.
     let got: Vec<_> = echoed_headers(&a.body).into_iter().filter(|(n, _)| n.starts_with("x-envoy-")).collect();
-    assert_eq!(got, [], "{}", a.text());
+    assert_eq!(got, [("x-envoy-external-address".to_string(), "127.0.0.1".to_string())], "{}", a.text());
 
     // The client-address and forwarding families: stripped, whatever CDN or framework they
     // are named for; x-forwarded-for (which Envoy appends to) stays.
@@ -641,9 +644,8 @@ fn gateway_preset_at_the_edge() -> Result<()> {
             b"",
         ),
     )?;
-    // (Only Envoy's own x-envoy-external-address is stripped: no XFCC finding.)
-    let d = assert_passed_with(&mesh, &a, "hygiene_envoy_header", "strip")?;
-    assert_eq!(d["findings"].as_array().map(Vec::len), Some(1), "{d}");
+    // No XFCC finding (and Envoy's own x-envoy-external-address is kept): no finding at all.
+    assert_clean(&mesh, &a)?;
     assert_eq!(a.app_got("x-forwarded-client-cert").len(), 1);
     assert!(!a.app_got("x-forwarded-client-cert")[0].contains("ns/ops"));
 

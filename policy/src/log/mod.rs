@@ -131,6 +131,9 @@ fn logged_request(settings: &LogSettings, req: &RequestView<'_>) -> (Value, bool
     if req.now_unix_secs != 0 {
         obj.insert("nowUnixSecs".into(), req.now_unix_secs.into());
     }
+    if let Some(address) = req.source_address {
+        obj.insert("sourceAddress".into(), text(address).into());
+    }
     (Value::Object(obj), exact, truncated)
 }
 

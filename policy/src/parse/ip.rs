@@ -20,6 +20,24 @@ pub fn is_ip(v: &[u8]) -> bool {
     }
 }
 
+/// Whether `value` (an `x-envoy-external-address` value: one address, OWS around it) names
+/// the same IP address as `socket`, Envoy's `source.address` (`ip:port`, `[v6]:port`, or a bare
+/// address). Envoy writes the header from that very address on an edge listener.
+pub fn same_address(value: &[u8], socket: &[u8]) -> bool {
+    fn parse(v: &[u8]) -> Option<std::net::IpAddr> {
+        std::str::from_utf8(v).ok()?.parse().ok()
+    }
+    let host = match socket.strip_prefix(b"[") {
+        Some(rest) => rest.split(|&b| b == b']').next().unwrap_or_default(),
+        // `a.b.c.d:port`; a bare IPv6 address has more than one colon and no port.
+        None if socket.iter().filter(|&&b| b == b':').count() == 1 => {
+            socket.split(|&b| b == b':').next().unwrap_or_default()
+        }
+        None => socket,
+    };
+    matches!((parse(trim_ows(value)), parse(host)), (Some(a), Some(b)) if a == b)
+}
+
 /// A port: 1 to 5 digits, at most 65535.
 fn is_port(v: &[u8]) -> bool {
     !v.is_empty()

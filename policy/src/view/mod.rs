@@ -41,7 +41,15 @@ pub struct Needs {
     /// The current time ([`RequestView::now_unix_secs`]): one clock read per request, only
     /// when a check (JWT) reads it.
     pub clock: bool,
+    /// `source.address`, the downstream's address: only for a request that carries
+    /// [`EXTERNAL_ADDRESS`] (the hygiene check keeps Envoy's own value of it, which equals
+    /// this address at an edge). The filter asks only when the header is there.
+    pub source_address: bool,
 }
+
+/// `x-envoy-external-address`: the header Envoy sets to the downstream's address on an edge
+/// listener (`use_remote_address: true`), and that passes from the client anywhere else.
+pub const EXTERNAL_ADDRESS: &[u8] = b"x-envoy-external-address";
 
 impl Needs {
     /// Whether a request on a listener of this direction needs `xds.cluster_name`: a sidecar's
@@ -66,6 +74,7 @@ impl std::ops::BitOr for Needs {
             upstream: self.upstream || o.upstream,
             peer_cert_digest: self.peer_cert_digest || o.peer_cert_digest,
             clock: self.clock || o.clock,
+            source_address: self.source_address || o.source_address,
         }
     }
 }

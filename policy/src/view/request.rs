@@ -81,6 +81,9 @@ pub struct RequestView<'a> {
     /// the filter, `--now` or the clock in `meshguard eval`) when the policy needs it (JWT):
     /// the policy has no clock of its own. 0 when not needed.
     pub now_unix_secs: u64,
+    /// `source.address` (`ip:port`), the downstream's address, when the policy needs it and
+    /// the request carries `x-envoy-external-address` (see [`crate::view::Needs`]).
+    pub source_address: Option<&'a [u8]>,
     facts: Facts<'a>,
 }
 
@@ -122,8 +125,15 @@ impl<'a> RequestView<'a> {
             workload: Workload::default(),
             peer_cert_sha256: None,
             now_unix_secs: 0,
+            source_address: None,
             facts: Facts::default(),
         }
+    }
+
+    /// The same view with the downstream's address (`source.address`).
+    pub fn with_source_address(mut self, address: Option<&'a [u8]>) -> Self {
+        self.source_address = address;
+        self
     }
 
     /// The same view with the peer certificate's SHA-256 digest (hex).
@@ -265,7 +275,7 @@ impl<'a> RequestView<'a> {
 ///   "direction": "inbound"|"outbound"|"unspecified", "endOfStream": bool,
 ///   "cluster": string|null, "workload": {"namespace": string|null, "serviceAccount": string|null},
 ///   "upstream": {"uriSan": string|null, "tlsVersion": string|null, "address": string|null},
-///   "nowUnixSecs": number}`.
+///   "nowUnixSecs": number, "sourceAddress": string|null}`.
 /// `peer.tls` (default: `peer.mtls`), `endOfStream` (default: true, no body), `cluster` and
 /// `workload` are optional, so requests logged before they existed still replay.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -307,6 +317,10 @@ pub struct OwnedRequest {
     /// it is absent.
     #[serde(default)]
     pub now_unix_secs: Option<u64>,
+    /// `source.address`, logged when the request carried `x-envoy-external-address` and the
+    /// policy compares the two (hygiene `envoyHeaders`).
+    #[serde(default)]
+    pub source_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -448,6 +462,7 @@ impl OwnedRequest {
             workload: self.workload.view(),
             peer_cert_sha256: self.peer.cert_sha256.as_deref().map(str::as_bytes),
             now_unix_secs: self.now_unix_secs.unwrap_or(0),
+            source_address: self.source_address.as_deref().map(str::as_bytes),
             facts: Facts::default(),
         }
     }

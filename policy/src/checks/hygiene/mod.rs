@@ -421,7 +421,7 @@ impl RequestHygiene {
         let bad_traces = if g == Guard::TraceContext { bad_trace_kinds(req) } else { 0 };
         for &(name, value) in req.headers {
             let by_kind = matches!(classify(name), Known::Trace(t) if bad_traces & (1u32 << (t as u32)) != 0);
-            if name.first() == Some(&b':') || !(by_kind || self.strips(g, name, value)) {
+            if name.first() == Some(&b':') || !(by_kind || self.strips(g, name, value, req)) {
                 continue;
             }
             let lower = name.to_ascii_lowercase();
@@ -432,7 +432,7 @@ impl RequestHygiene {
     }
 
     /// Whether a strip by guard `g` removes this header.
-    fn strips(&self, g: Guard, name: &[u8], value: &[u8]) -> bool {
+    fn strips(&self, g: Guard, name: &[u8], value: &[u8], req: &RequestView<'_>) -> bool {
         let known = classify(name);
         match g {
             Guard::TeHeader => known == Known::Te,
@@ -442,7 +442,7 @@ impl RequestHygiene {
             Guard::MethodOverride => known == Known::MethodOverride,
             Guard::H2cUpgrade => matches!(known, Known::Upgrade | Known::Http2Settings),
             Guard::Expect => known == Known::Expect,
-            Guard::EnvoyHeaders => known == Known::Envoy && !self.envoy_allowed(name),
+            Guard::EnvoyHeaders => known == Known::Envoy && !self.envoy_allowed(name) && !envoys_own(name, value, req),
             Guard::PeerMetadata => known == Known::PeerMetadata,
             Guard::ForwardedRouting => matches!(known, Known::ForwardedRouting | Known::Forwarded),
             Guard::ForwardedFor => {
@@ -470,6 +470,15 @@ impl RequestHygiene {
     fn bad_non_ascii(&self, value: &[u8]) -> bool {
         value.iter().any(|&b| b >= 0x80) && (!self.allow_utf8 || std::str::from_utf8(value).is_err())
     }
+}
+
+/// Whether this is Envoy's own `x-envoy-external-address`: on an edge listener
+/// (`use_remote_address: true`) Envoy overwrites it with the downstream's address, so a value
+/// equal to `source.address` is Envoy's (or a client's that says what is true anyway). Any
+/// other value is a client's, and the guard strips it, whatever the listener's setting.
+fn envoys_own(name: &[u8], value: &[u8], req: &RequestView<'_>) -> bool {
+    name.eq_ignore_ascii_case(crate::view::EXTERNAL_ADDRESS)
+        && req.source_address.is_some_and(|source| ip::same_address(value, source))
 }
 
 impl Check for RequestHygiene {
@@ -584,7 +593,7 @@ impl Check for RequestHygiene {
                 errs.push(format!("{}[{i}]", gat("envoyHeaders", "allow")), "must be an x-envoy-* header name");
             }
         }
-        let envoy_allow = p.envoy_allow.iter().map(|h| h.to_ascii_lowercase().into_bytes()).collect();
+        let envoy_allow: Vec<Vec<u8>> = p.envoy_allow.iter().map(|h| h.to_ascii_lowercase().into_bytes()).collect();
         if let Some(t) = guards.xfcc.as_ref().and_then(|d| d.trust_forwarded_from.clone()) {
             p.xfcc_trusted = t;
         }
@@ -613,6 +622,8 @@ impl Check for RequestHygiene {
                 .any(trusting),
             peer: on(Guard::Xfcc) && !xfcc_trusted.is_empty(),
             tls: on(Guard::Scheme),
+            source_address: on(Guard::EnvoyHeaders)
+                && !envoy_allow.iter().any(|a| a.eq_ignore_ascii_case(crate::view::EXTERNAL_ADDRESS)),
             ..Needs::default()
         };
         RequestHygiene {
@@ -1082,7 +1093,7 @@ impl<'a> Scan<'a> {
                 Known::ClientIp | Known::ClientAddr => &mut s.client_ip,
                 Known::ProxyAuthorization => &mut s.proxy_authorization,
                 Known::RequestId => &mut s.request_id,
-                Known::Envoy if !h.envoy_allowed(name) => &mut s.envoy,
+                Known::Envoy if !h.envoy_allowed(name) && !envoys_own(name, value, req) => &mut s.envoy,
                 Known::ForwardedFor => &mut s.forwarded_for,
                 Known::Forwarded => &mut s.forwarded,
                 Known::ForwardedProto => &mut s.forwarded_proto,

@@ -55,8 +55,8 @@ pub fn params(preset: Preset) -> Params {
         // None, in either preset. Envoy removes a client's x-envoy-* headers and sets
         // x-envoy-external-address / x-envoy-internal itself only on an edge listener
         // (`use_remote_address: true`); on any other listener the client's values pass. The
-        // filter cannot see the listener's setting, so the gateway preset strips them all (the
-        // client address stays in x-forwarded-for, which Envoy appends to).
+        // filter cannot see the listener's setting, so the gateway preset strips them all,
+        // except an x-envoy-external-address equal to source.address: Envoy's own at an edge.
         envoy_allow: Vec::new(),
         xfcc_trusted: Vec::new(),
         identity_singletons: strict,

@@ -29,6 +29,7 @@ struct Req {
     uri_san: Option<Vec<u8>>,
     tls: bool,
     end_of_stream: bool,
+    source_address: Option<Vec<u8>>,
 }
 
 fn req() -> Req {
@@ -48,6 +49,7 @@ fn req() -> Req {
         uri_san: None,
         tls: true,
         end_of_stream: true,
+        source_address: None,
     }
 }
 
@@ -92,13 +94,18 @@ impl Req {
         self.uri_san = Some(uri.as_bytes().to_vec());
         self
     }
+    fn from(mut self, source_address: &str) -> Self {
+        self.source_address = Some(source_address.as_bytes().to_vec());
+        self
+    }
     fn eval(&self, p: &Policy) -> Decision {
         let pairs: Vec<(&[u8], &[u8])> =
             self.pseudo.iter().chain(&self.headers).map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
         let peer = Peer { mtls: self.mtls, uri_san: self.uri_san.as_deref() };
         let view = RequestView::new(&pairs, peer, Direction::Inbound)
             .with_end_of_stream(self.end_of_stream)
-            .with_tls(self.tls);
+            .with_tls(self.tls)
+            .with_source_address(self.source_address.as_deref());
         let d = p.evaluate(&view);
         // Whatever the decision, its log line is JSON.
         let line = p.decision_log_line(&d, &view, 0);
@@ -1177,6 +1184,42 @@ fn the_gateway_strips_every_client_envoy_header() {
     let keep = policy(json!({"version": 1, "hygiene": {"preset": "gateway-strict",
         "guards": {"envoyHeaders": {"allow": ["x-envoy-external-address"]}}}}));
     assert_eq!(req().h("x-envoy-external-address", "10.0.0.1").codes(&keep), vec![]);
+}
+
+#[test]
+fn envoys_own_external_address_is_kept_at_an_edge() {
+    let g = preset("gateway-strict");
+    assert!(g.needs().source_address, "the filter reads source.address for this guard");
+    // At an edge Envoy writes the header from source.address: the same address is Envoy's.
+    for (value, source) in
+        [("203.0.113.9", "203.0.113.9:51234"), ("2001:db8::7", "[2001:db8::7]:443"), ("2001:db8::7", "2001:db8::7")]
+    {
+        let d = req().h("x-envoy-external-address", value).from(source).eval(&g);
+        assert!(d.findings.is_empty(), "{value} from {source}: {:?}", d.findings);
+    }
+    // Anything else is a client's, on any listener: stripped.
+    for (value, source) in [
+        ("10.0.0.1", Some("203.0.113.9:51234")),
+        ("203.0.113.9", None),
+        ("203.0.113.9, 10.0.0.1", Some("203.0.113.9:1")),
+        ("203.0.113.9:51234", Some("203.0.113.9:51234")),
+        ("::ffff:203.0.113.9", Some("203.0.113.9:1")),
+        ("admin", Some("203.0.113.9:1")),
+    ] {
+        let mut r = req().h("x-envoy-external-address", value);
+        if let Some(s) = source {
+            r = r.from(s);
+        }
+        let d = r.eval(&g);
+        assert_eq!(removed(&d), ["x-envoy-external-address"], "{value} from {source:?}");
+    }
+    // Other x-envoy-* headers are never Envoy's own on arrival.
+    let d = req().h("x-envoy-internal", "true").from("10.0.0.1:1").eval(&g);
+    assert_eq!(removed(&d), ["x-envoy-internal"]);
+    // An operator's allow needs no address.
+    let keep = policy(json!({"version": 1, "hygiene": {"preset": "gateway-strict",
+        "guards": {"envoyHeaders": {"allow": ["x-envoy-external-address"]}}}}));
+    assert!(!keep.needs().source_address);
 }
 
 #[test]
