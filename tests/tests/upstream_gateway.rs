@@ -169,6 +169,31 @@ fn the_egress_gateway_stops_poisoned_partner_endpoints() -> Result<()> {
     // Lines: the two upstream denies and the egress deny; allowed requests write none.
     assert_eq!(decisions(&mesh).len(), 3, "{:#?}", decisions(&mesh));
 
+    // Offline, the same decisions: `meshguard replay` re-decides the gateway's lines (both
+    // phases), and `meshguard eval` a request file that carries the observed upstream.
+    let enforce = policy::Policy::from_value(gateway_policy()).map_err(|e| harness::Error::msg(e.to_string()))?;
+    let log = mesh.work_dir().join("upstream-gateway-replay.log");
+    std::fs::write(&log, mesh.envoy().log_contents())?;
+    let mut replayed = Vec::new();
+    harness::replay::read_logs(&[log], |entry| {
+        let decision = entry.decide(&enforce);
+        replayed.push((entry.record["code"].clone(), entry.outcome().to_string(), decision.outcome().as_str()));
+        Ok(())
+    })?;
+    assert_eq!(replayed.len(), 3, "{replayed:?}");
+    assert!(replayed.iter().all(|(_, before, after)| before == after && *after == "deny"), "{replayed:?}");
+    let file: policy::view::request::OwnedRequest = serde_json::from_value(json!({
+        "method": "GET", "path": "/v1/x", "authority": LEDGER, "direction": "outbound",
+        "cluster": LEDGER_CLUSTER,
+        "peer": {"mtls": true, "uriSan": "spiffe://cluster.local/ns/web/sa/web"},
+        "upstream": {"uriSan": IMPOSTOR_ID, "tlsVersion": "TLSv1.3", "address": impostor_addr}
+    }))?;
+    let offline = harness::offline::decide_request(&enforce, &file);
+    assert_eq!(
+        offline.primary().map(|f| (f.code.as_str(), f.rule.as_str())),
+        Some(("upstream_identity_mismatch", "partner-ledger"))
+    );
+
     // Dry-run (and no egress section: the response phase reads the cluster itself): the
     // answer goes through, a would-deny is logged and counted.
     let dry = json!({"version": 1, "upstream": upstream("dry-run")});
