@@ -17,8 +17,9 @@
 //! sidecar (`envoy-config/sidecar-outbound.yaml`: HTTP routes per Host, Istio's passthrough and
 //! blackhole clusters, a TLS passthrough listener with meshguard as a network filter; "the
 //! internet" is the echo and a [`TlsEcho`]) or an egress gateway
-//! (`envoy-config/egress-gateway.yaml`: mTLS from the source workload). See
-//! `envoy-config/EGRESS.md`.
+//! (`envoy-config/egress-gateway.yaml`: mTLS from the source workload). Both route pinned
+//! destinations to [`MeshEndpoint`]s (the right SPIFFE ID, an impostor) and the plaintext echo,
+//! for upstream pinning. See `envoy-config/EGRESS.md`.
 
 use std::fs;
 use std::net::SocketAddr;
