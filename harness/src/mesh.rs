@@ -17,8 +17,9 @@
 //! sidecar (`envoy-config/sidecar-outbound.yaml`: HTTP routes per Host, Istio's passthrough and
 //! blackhole clusters, a TLS passthrough listener with meshguard as a network filter; "the
 //! internet" is the echo and a [`TlsEcho`]) or an egress gateway
-//! (`envoy-config/egress-gateway.yaml`: mTLS from the source workload). See
-//! `envoy-config/EGRESS.md`.
+//! (`envoy-config/egress-gateway.yaml`: mTLS from the source workload). Both route pinned
+//! destinations to [`MeshEndpoint`]s (the right SPIFFE ID, an impostor) and the plaintext echo,
+//! for upstream pinning. See `envoy-config/EGRESS.md`.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -195,8 +196,8 @@ pub struct Mesh {
     echo: Echo,
     tls_echo: Option<TlsEcho>,
     tls_listener: Option<SocketAddr>,
-    /// The outbound sidecar's pinned services' endpoints: `payments` (the right SPIFFE ID)
-    /// and `impostor` (ledger's poisoned endpoint).
+    /// The pinned services' endpoints (outbound sidecar and egress gateway): `payments` (the
+    /// right SPIFFE ID) and `impostor` (ledger's poisoned endpoint).
     mesh_endpoints: Vec<MeshEndpoint>,
     pki: Pki,
     work_dir: PathBuf,
@@ -280,7 +281,9 @@ impl Mesh {
             vars.push(("TLS_UPSTREAM_PORT", tls.addr().port().to_string()));
         }
         let mut mesh_endpoints = Vec::new();
-        if options.kind == MeshKind::SidecarOutbound {
+        // The pinned destinations' endpoints: the outbound sidecar's in-mesh services, the
+        // egress gateway's partner services (both templates route to them).
+        if matches!(options.kind, MeshKind::SidecarOutbound | MeshKind::EgressGateway) {
             for (label, address, port) in
                 [("payments", "PAYMENTS_ADDRESS", "PAYMENTS_PORT"), ("impostor", "IMPOSTOR_ADDRESS", "IMPOSTOR_PORT")]
             {
@@ -370,8 +373,8 @@ impl Mesh {
         self.tls_echo.as_ref()
     }
 
-    /// The outbound sidecar's endpoint of a pinned service: `"payments"` (the right SPIFFE ID)
-    /// or `"impostor"` (where ledger's poisoned registry entry points).
+    /// The endpoint of a pinned service (outbound sidecar, egress gateway): `"payments"` (the
+    /// right SPIFFE ID) or `"impostor"` (where ledger's poisoned registry entry points).
     pub fn mesh_endpoint(&self, label: &str) -> Option<&MeshEndpoint> {
         self.mesh_endpoints.iter().find(|e| e.label() == label)
     }

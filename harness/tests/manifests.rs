@@ -206,6 +206,39 @@ fn rendered_wasm_plugins_are_valid() {
     assert!(harness::render::wasm_plugin(&value, "oci://x/m:1", "m", "default", &[], &opts).is_err());
 }
 
+/// Upstream pinning at an egress gateway: the shipped gateway manifest pins a partner's
+/// upstream, and a policy with `upstream` renders for the gateway as a valid CLIENT plugin
+/// whose pluginConfig compiles (proven through Envoy in tests/tests/upstream_gateway.rs).
+#[test]
+fn the_egress_gateway_manifest_pins_upstreams() {
+    let shipped = yaml(&root().join("envoy-config/istio/wasmplugin-egress.yaml"));
+    check_wasm_plugin(&shipped, "wasmplugin-egress.yaml");
+    assert_eq!(shipped["spec"]["selector"]["matchLabels"]["istio"], "egressgateway");
+    let config = shipped["spec"]["pluginConfig"].clone();
+    assert!(config["upstream"]["destinations"].as_array().is_some_and(|d| !d.is_empty()), "{config}");
+    let compiled = policy::Policy::from_value(config.clone()).unwrap();
+    assert!(compiled.has_upstream());
+
+    let text = harness::render::wasm_plugin(
+        &config,
+        "oci://x/m:1",
+        "meshguard-egress",
+        "istio-system",
+        &["istio=egressgateway".into()],
+        &WasmPluginOptions::default(),
+    )
+    .unwrap();
+    let manifest: Value = serde_norway::from_str(&text).unwrap();
+    check_wasm_plugin(&manifest, "rendered upstream policy for the egress gateway");
+    assert_eq!(manifest["spec"]["pluginConfig"], config);
+    assert_eq!(manifest["spec"]["match"][0]["mode"], "CLIENT", "{text}");
+
+    // A mistake in the `upstream` section is refused (the plugin would reject it in on_configure).
+    let mut bad = config.clone();
+    bad["upstream"]["destinations"][0]["clusters"] = serde_json::json!(["inbound|443||ledger.partner.example.com"]);
+    assert!(policy::Policy::from_value(bad).is_err());
+}
+
 #[test]
 fn auto_mode_follows_the_policy() {
     use harness::render::{auto_mode, TrafficMode};
