@@ -20,8 +20,9 @@
 //!
 //! Rule coverage: an identity rule is exercised when a case's findings name it, under the
 //! policy or under the policy with that rule's action flipped (an allow rule a case passes
-//! through denies it when flipped); an egress rule when a finding names it or a case decides
-//! differently without it. Rules no case exercises are listed.
+//! through denies it when flipped); an egress rule, a JWT rule or an upstream destination when
+//! a finding names it or a case decides differently without it. Rules no case exercises are
+//! listed.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -174,10 +175,14 @@ fn failure(expect: &Expect, decision: &Decision) -> Option<String> {
     }
 }
 
+/// The sections whose rules coverage is about, and the name of each one's rule list.
+const RULE_LISTS: [(&str, &str); 4] =
+    [("identity", "rules"), ("egress", "allow"), ("jwt", "rules"), ("upstream", "destinations")];
+
 /// The rules of a policy document that coverage is about: `(section, index, id)`.
 fn rules_of(doc: &Value) -> Vec<(&'static str, usize, String)> {
     let mut out = Vec::new();
-    for (section, list) in [("identity", "rules"), ("egress", "allow")] {
+    for (section, list) in RULE_LISTS {
         if let Some(rules) = doc.get(section).and_then(|s| s.get(list)).and_then(Value::as_array) {
             for (i, r) in rules.iter().enumerate() {
                 if let Some(id) = r.get("id").and_then(Value::as_str) {
@@ -208,7 +213,8 @@ fn uncovered(doc: &Value, policy: &Policy, inputs: &[Input]) -> Vec<String> {
                     .is_ok_and(|p| inputs.iter().any(|input| decide(&p, input).findings.iter().any(|f| f.rule == id)))
             }
             _ => {
-                if let Some(list) = mutant.pointer_mut("/egress/allow").and_then(Value::as_array_mut) {
+                let list = RULE_LISTS.iter().find(|(s, _)| *s == section).map_or("allow", |(_, l)| l);
+                if let Some(list) = mutant.pointer_mut(&format!("/{section}/{list}")).and_then(Value::as_array_mut) {
                     if i < list.len() {
                         list.remove(i);
                     }
