@@ -34,6 +34,7 @@
 
 pub mod header_map;
 mod hostcalls;
+pub mod jwks;
 pub mod metrics;
 pub mod network;
 pub mod plugin;

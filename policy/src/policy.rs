@@ -135,6 +135,11 @@ impl Policy {
             .unwrap_or_else(|| Err(format!("no provider '{provider}' with jwks.remote")))
     }
 
+    /// Whether the remote provider `provider` has a key set (a first good fetch happened).
+    pub fn has_jwks(&self, provider: &str) -> bool {
+        self.checks.iter().any(|c| c.jwks_body(provider).is_some())
+    }
+
     /// Give this (new) policy the key sets `previous` fetched, for each remote provider with the
     /// same id, cluster and path: a new configuration then does not deny with
     /// `jwt_keys_unavailable` until its own first fetch. Returns the providers carried over.
