@@ -10,8 +10,10 @@
 //! is a failed fetch: the last good key set stays, one log line says why (never the body), and
 //! the fetch is tried again after `min(refreshSeconds, 10)` seconds.
 //!
-//! A new configuration carries over the last good key set of every remote provider whose id,
-//! cluster and path are unchanged ([`policy::Policy::carry_jwks_from`]) and fetches at once;
+//! A new configuration (Envoy makes a new root context for it, in the same VM) carries over
+//! the last good key set of every remote provider whose id, cluster and path are unchanged
+//! from the policy configured before it in this VM ([`policy::Policy::carry_jwks_from`]), and
+//! fetches at once;
 //! a provider that is new, or whose source moved, has no keys (its rules deny with
 //! `jwt_keys_unavailable`) until its first good fetch. Every VM (Envoy's main thread and each
 //! worker) fetches for itself.
@@ -20,6 +22,7 @@
 //! `/stats/prometheus` `meshguard_jwks_provider_<id>_result_<result>_fetch_total` (the id's
 //! `.` and `-` read as `_`), `<result>` one of [`FetchResult::as_str`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -91,6 +94,12 @@ pub struct JwksFetcher {
     counters: HashMap<(String, FetchResult), u32>,
 }
 
+thread_local! {
+    /// The policy configured last in this VM (one thread), when it has remote providers,
+    /// whichever root context it belongs to: the next configuration takes its key sets over.
+    static LAST_CONFIGURED: RefCell<Option<Rc<Policy>>> = const { RefCell::new(None) };
+}
+
 fn now_ms() -> u64 {
     hostcalls::now_unix_nanos().map_or(0, |n| n / 1_000_000)
 }
@@ -102,19 +111,29 @@ fn log(level: LogLevel, message: &str) {
 impl JwksFetcher {
     /// A policy was accepted: carry over the key sets of unchanged sources from the previous
     /// one, and fetch every remote key set now.
-    pub fn configure(&mut self, policy: &Rc<Policy>, previous: Option<&Policy>) {
-        if let Some(previous) = previous {
-            for provider in policy.carry_jwks_from(previous) {
-                log(
-                    LogLevel::Info,
-                    &format!("meshguard: jwks provider={provider} keys carried over from the previous configuration"),
-                );
-            }
-        }
+    pub fn configure(&mut self, policy: &Rc<Policy>) {
         let now = now_ms();
         self.sources =
             policy.remote_jwks().into_iter().map(|remote| Source { remote, due_ms: now, in_flight: None }).collect();
         self.policy = if self.sources.is_empty() { None } else { Some(Rc::clone(policy)) };
+        // Only from the configuration just before: keys a configuration without this provider
+        // came between may be long out of date.
+        let previous = LAST_CONFIGURED.with(|last| {
+            last.try_borrow_mut().ok().and_then(|mut last| std::mem::replace(&mut *last, self.policy.clone()))
+        });
+        if self.sources.is_empty() {
+            return;
+        }
+        if let Some(previous) = previous.filter(|p| !Rc::ptr_eq(p, policy)) {
+            for provider in policy.carry_jwks_from(&previous) {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "meshguard: jwks provider={provider} key set carried over from the previous configuration"
+                    ),
+                );
+            }
+        }
         self.poll();
     }
 

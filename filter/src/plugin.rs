@@ -264,7 +264,7 @@ impl RootContext for PolicyRoot {
                 crate::vm::configured();
                 let policy = Rc::new(policy);
                 if self.kind == FilterKind::Http {
-                    self.jwks.configure(&policy, self.policy.as_deref());
+                    self.jwks.configure(&policy);
                 }
                 self.policy = Some(policy);
                 true

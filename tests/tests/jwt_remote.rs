@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use harness::client::{self, Request};
 use harness::idp::JwksServer;
 use harness::jwt::{now_unix_secs, JwtAlg, TokenIssuer};
-use harness::mesh::{ensure_wasm, Mesh, MeshOptions};
+use harness::mesh::{ensure_wasm, Mesh, MeshOptions, PolicyUpdate};
 use harness::Result;
 use meshguard_e2e::{decision_for, finding_counter, prom_counter};
 use serde_json::{json, Value};
@@ -44,9 +44,12 @@ fn jwks(idp: &TokenIssuer, algs: &[JwtAlg]) -> Value {
 
 /// (status, reason code of a deny body) of `GET /api/items` with this token.
 fn send(mesh: &Mesh, id: &str, token: &str) -> Result<(u16, Option<String>)> {
-    let request = Request::get("/api/items")
-        .with_header("x-request-id", id)
-        .with_header("authorization", format!("Bearer {token}"));
+    send_to(mesh, "/api/items", id, token)
+}
+
+fn send_to(mesh: &Mesh, path: &str, id: &str, token: &str) -> Result<(u16, Option<String>)> {
+    let request =
+        Request::get(path).with_header("x-request-id", id).with_header("authorization", format!("Bearer {token}"));
     let resp = client::send(mesh.listener_addr(), Some(&mesh.tls("web")?), &request)?;
     let code = if resp.status == 200 { None } else { resp.json()?["code"].as_str().map(str::to_string) };
     Ok((resp.status, code))
@@ -54,12 +57,16 @@ fn send(mesh: &Mesh, id: &str, token: &str) -> Result<(u16, Option<String>)> {
 
 /// Polls until `IN_A_ROW` requests in a row with `token` get `want`; the last request's id.
 fn settle(mesh: &Mesh, label: &str, token: &str, want: (u16, Option<&str>)) -> Result<String> {
+    settle_at(mesh, "/api/items", label, token, want)
+}
+
+fn settle_at(mesh: &Mesh, path: &str, label: &str, token: &str, want: (u16, Option<&str>)) -> Result<String> {
     let deadline = Instant::now() + DEADLINE;
     let (mut in_a_row, mut n) = (0, 0);
     loop {
         n += 1;
         let id = format!("{label}-{n}");
-        let got = send(mesh, &id, token)?;
+        let got = send_to(mesh, path, &id, token)?;
         if (got.0, got.1.as_deref()) == want {
             in_a_row += 1;
             if in_a_row == IN_A_ROW {
@@ -143,5 +150,24 @@ fn remote_keys_are_fetched_rotated_and_kept_when_the_provider_fails() -> Result<
     assert!(log.contains("meshguard: jwks fetch failed provider=idp"), "the failure is logged");
     assert!(log.contains("keeping the last good key set"), "{}", mesh.envoy().log_tail(30));
     assert!(!log.contains(&token_a) && !log.contains(&token_b), "no token in Envoy's log");
+
+    // A new configuration with the same provider (same cluster and path) keeps B, with the
+    // provider still down (no fetch can succeed): its new rule on /admin verifies B's token
+    // (and then wants a claim B lacks) instead of denying with jwt_keys_unavailable. The old
+    // configuration has no /admin rule and would let the request through.
+    let mut same_source = policy();
+    same_source["jwt"]["rules"].as_array_mut().map(|r| {
+        r.push(json!({"id": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "require": {"providers": ["idp"]},
+                      "claims": [{"name": "scope", "contains": "admin"}]}))
+    });
+    assert_eq!(mesh.update_policy(&same_source.to_string())?, PolicyUpdate::Applied);
+    let id = settle_at(&mesh, "/admin/x", "b-carried", &token_b, (401, Some("jwt_claims_not_satisfied")))?;
+    assert_eq!(decision_for(&mesh, &id)?["rule"], "admin");
+    settle(&mesh, "b-carried-api", &token_b, (200, None))?;
+    // A provider whose source moved starts without keys (and the provider is down).
+    let mut moved = policy();
+    moved["jwt"]["providers"][0]["jwks"]["remote"]["path"] = json!("/keys");
+    assert_eq!(mesh.update_policy(&moved.to_string())?, PolicyUpdate::Applied);
+    settle(&mesh, "b-moved", &token_b, (401, Some("jwt_keys_unavailable")))?;
     Ok(())
 }
