@@ -156,10 +156,11 @@ fn remote_keys_are_fetched_rotated_and_kept_when_the_provider_fails() -> Result<
     // (and then wants a claim B lacks) instead of denying with jwt_keys_unavailable. The old
     // configuration has no /admin rule and would let the request through.
     let mut same_source = policy();
-    same_source["jwt"]["rules"].as_array_mut().map(|r| {
-        r.push(json!({"id": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "require": {"providers": ["idp"]},
-                      "claims": [{"name": "scope", "contains": "admin"}]}))
-    });
+    if let Some(rules) = same_source["jwt"]["rules"].as_array_mut() {
+        rules
+            .push(json!({"id": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "require": {"providers": ["idp"]},
+                          "claims": [{"name": "scope", "contains": "admin"}]}));
+    }
     assert_eq!(mesh.update_policy(&same_source.to_string())?, PolicyUpdate::Applied);
     let id = settle_at(&mesh, "/admin/x", "b-carried", &token_b, (401, Some("jwt_claims_not_satisfied")))?;
     assert_eq!(decision_for(&mesh, &id)?["rule"], "admin");
