@@ -251,3 +251,32 @@ impl JwksFetcher {
         let _ = hostcalls::increment(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_names_are_dotted_and_flatten_to_prometheus_names() {
+        let all = [
+            FetchResult::Ok,
+            FetchResult::HttpError,
+            FetchResult::NoResponse,
+            FetchResult::TooLarge,
+            FetchResult::Invalid,
+            FetchResult::DispatchFailed,
+        ];
+        let names: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["ok", "http_error", "no_response", "too_large", "invalid", "dispatch_failed"]);
+        assert_eq!(
+            counter_name("idp", FetchResult::HttpError),
+            "meshguard.jwks.provider.idp.result.http_error.fetch_total"
+        );
+        for r in all {
+            let name = counter_name("corp-idp", r);
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "{name}");
+            // Never a finding counter: the stats-tags regexes are anchored on `meshguard.check.`.
+            assert!(!name.starts_with("meshguard.check."));
+        }
+    }
+}
