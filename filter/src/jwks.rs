@@ -23,7 +23,6 @@
 //! `.` and `-` read as `_`), `<result>` one of [`FetchResult::as_str`].
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -41,7 +40,7 @@ const RETRY_MAX_SECS: u64 = 10;
 const LOST_AFTER_MS: u64 = 3 * 5_000;
 
 /// How one fetch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchResult {
     /// A valid key set (new, or the same as before).
     Ok,
@@ -89,9 +88,8 @@ struct Source {
 pub struct JwksFetcher {
     policy: Option<Rc<Policy>>,
     sources: Vec<Source>,
-    /// Call token → (the policy it was sent for, the index of its source there).
-    pending: HashMap<u32, (Rc<Policy>, usize)>,
-    counters: HashMap<(String, FetchResult), u32>,
+    /// Fetch counters defined so far: (provider, result, counter id).
+    counters: Vec<(String, FetchResult, u32)>,
 }
 
 thread_local! {
@@ -139,15 +137,16 @@ impl JwksFetcher {
 
     /// Send the fetches that are due (from `on_tick`, and once on configure).
     pub fn poll(&mut self) {
-        let Some(policy) = self.policy.clone() else { return };
+        if self.policy.is_none() {
+            return;
+        }
         let now = now_ms();
         for i in 0..self.sources.len() {
             let Some(source) = self.sources.get_mut(i) else { continue };
-            if let Some((token, sent)) = source.in_flight {
+            if let Some((_, sent)) = source.in_flight {
                 if now.saturating_sub(sent) < LOST_AFTER_MS {
                     continue;
                 }
-                self.pending.remove(&token);
                 source.in_flight = None;
             }
             if now < source.due_ms {
@@ -155,10 +154,7 @@ impl JwksFetcher {
             }
             let r = &source.remote;
             match hostcalls::dispatch_get(&r.cluster, &r.path, &r.authority, FETCH_TIMEOUT) {
-                Ok(token) => {
-                    source.in_flight = Some((token, now));
-                    self.pending.insert(token, (Rc::clone(&policy), i));
-                }
+                Ok(token) => source.in_flight = Some((token, now)),
                 Err(status) => {
                     let detail = format!("host status {}", status.0);
                     self.finish(i, FetchResult::DispatchFailed, &detail, now);
@@ -168,11 +164,14 @@ impl JwksFetcher {
     }
 
     /// The response to one of our calls (from `on_http_call_response`). `false` when the token
-    /// is not one of ours.
+    /// is not a fetch of the policy in force (one sent for a configuration since replaced: the
+    /// new one fetches for itself).
     pub fn response(&mut self, token: u32, body_size: usize) -> bool {
-        let Some((sent_for, index)) = self.pending.remove(&token) else { return false };
+        let Some(index) = self.sources.iter().position(|s| s.in_flight.is_some_and(|(t, _)| t == token)) else {
+            return false;
+        };
+        let Some(policy) = self.policy.clone() else { return false };
         let now = now_ms();
-        let current = self.policy.as_ref().is_some_and(|p| Rc::ptr_eq(p, &sent_for));
         let (result, detail) = match hostcalls::http_call_response_status() {
             None => (FetchResult::NoResponse, String::from("no response (timeout or reset)")),
             Some(200) if body_size > MAX_JWKS_BYTES => {
@@ -181,14 +180,8 @@ impl JwksFetcher {
             Some(200) => match hostcalls::http_call_response_body(MAX_JWKS_BYTES) {
                 Err(status) => (FetchResult::NoResponse, format!("body unreadable (host status {})", status.0)),
                 Ok(body) => {
-                    let provider = self.sources.get(index).map(|s| s.remote.provider.clone());
-                    let provider = match (current, provider) {
-                        (true, Some(p)) => p,
-                        // Sent for a configuration that has been replaced: the new one fetches
-                        // for itself.
-                        _ => return true,
-                    };
-                    match sent_for.set_jwks(&provider, &body) {
+                    let provider = self.sources.get(index).map(|s| s.remote.provider.as_str()).unwrap_or_default();
+                    match policy.set_jwks(provider, &body) {
                         Ok(JwksUpdate::Changed) => {
                             log(
                                 LogLevel::Info,
@@ -203,12 +196,10 @@ impl JwksFetcher {
             },
             Some(status) => (FetchResult::HttpError, format!("status {status}")),
         };
-        if current {
-            if let Some(source) = self.sources.get_mut(index) {
-                source.in_flight = None;
-            }
-            self.finish(index, result, &detail, now);
+        if let Some(source) = self.sources.get_mut(index) {
+            source.in_flight = None;
         }
+        self.finish(index, result, &detail, now);
         true
     }
 
@@ -239,12 +230,12 @@ impl JwksFetcher {
     }
 
     fn count(&mut self, provider: String, result: FetchResult) {
-        let name = counter_name(&provider, result);
-        let id = match self.counters.get(&(provider.clone(), result)) {
-            Some(id) => *id,
+        let known = self.counters.iter().find(|(p, r, _)| *p == provider && *r == result).map(|(_, _, id)| *id);
+        let id = match known {
+            Some(id) => id,
             None => {
-                let Ok(id) = hostcalls::define_counter(&name) else { return };
-                self.counters.insert((provider, result), id);
+                let Ok(id) = hostcalls::define_counter(&counter_name(&provider, result)) else { return };
+                self.counters.push((provider, result, id));
                 id
             }
         };
