@@ -707,6 +707,23 @@ mod tests {
     }
 
     #[test]
+    fn extra_clusters_go_into_the_static_clusters_list() {
+        let config = "static_resources:\n  listeners: []\n  clusters:\n  - name: app\n    type: STATIC\n";
+        assert_eq!(with_clusters(config, &[]).expect("none"), config);
+        let addr: SocketAddr = "127.0.0.1:4711".parse().expect("addr");
+        let out = with_clusters(config, &[("outbound|443||idp.mesh.local".to_string(), addr)]).expect("added");
+        let doc: serde_json::Value = serde_norway::from_str(&out).expect("still YAML");
+        let clusters = doc["static_resources"]["clusters"].as_array().expect("a list");
+        assert_eq!(clusters.len(), 2, "{out}");
+        assert_eq!(clusters[0]["name"], "outbound|443||idp.mesh.local");
+        let socket =
+            &clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!((socket["address"].as_str(), socket["port_value"].as_u64()), (Some("127.0.0.1"), Some(4711)));
+        assert_eq!(clusters[1]["name"], "app");
+        assert!(with_clusters("listeners: []\n", &[("x".to_string(), addr)]).is_err());
+    }
+
+    #[test]
     fn ecds_embeds_policy_as_one_string_scalar() {
         let policy = "{\"version\":1,\n \"x\": \"a'b\\\"c: #d {{E}}\"}";
         let out = render_ecds_version(policy, Path::new("/x y/m.wasm"), "7").expect("render");
