@@ -5,7 +5,9 @@
 //! Before a first good fetch (the provider answers 500) a token is denied with
 //! `jwt_keys_unavailable`; once the provider serves key A, A's tokens pass; after a rotation
 //! (A removed, B added) A's tokens are denied with `jwt_unknown_key` and B's pass; with the
-//! provider down the last good key set stays (B still passes) and the failure counter climbs.
+//! provider serving a key set the key reader refuses (`kty: oct`), or down, the last good key
+//! set stays (B still passes) and the failure counters climb. A new configuration with the
+//! same source keeps the keys; one whose source moved starts without.
 //! Every Envoy worker's VM fetches for itself, so each expectation is polled (with a
 //! deadline) until it holds for several requests in a row.
 
@@ -127,6 +129,23 @@ fn remote_keys_are_fetched_rotated_and_kept_when_the_provider_fails() -> Result<
     let id = settle(&mesh, "a-rotated", &token_a, (401, Some("jwt_unknown_key")))?;
     assert_eq!(decision_for(&mesh, &id)?["code"], "jwt_unknown_key");
     settle(&mesh, "b-ok", &token_b, (200, None))?;
+
+    // The provider serves a key set the key reader refuses (a symmetric key): a failed fetch
+    // too; B stays.
+    server.set_jwks(&json!({"keys": [{"kty": "oct", "kid": "hmac", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}]}));
+    let deadline = Instant::now() + DEADLINE;
+    while fetches(&mesh, "invalid")? < 2 {
+        assert!(Instant::now() < deadline, "no invalid fetch counted\n{}", mesh.envoy().log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    settle(&mesh, "b-invalid", &token_b, (200, None))?;
+    let log = mesh.envoy().log_contents();
+    assert!(
+        log.contains("result=invalid (jwks.keys[0].kty: symmetric keys (kty: oct) are refused"),
+        "{}",
+        mesh.envoy().log_tail(20)
+    );
+    assert!(!log.contains("c2VjcmV0LXNlY3JldC1zZWNyZXQ"), "the served secret never reaches the log");
 
     // The provider goes down: fetches fail, the last good set (B) stays.
     let failed_before = failed_fetches(&mesh)?;
