@@ -191,3 +191,28 @@ fn remote_keys_are_fetched_rotated_and_kept_when_the_provider_fails() -> Result<
     settle(&mesh, "b-moved", &token_b, (401, Some("jwt_keys_unavailable")))?;
     Ok(())
 }
+
+#[test]
+fn an_unknown_cluster_is_a_counted_failure_and_fails_closed() -> Result<()> {
+    let idp = TokenIssuer::new(ISSUER)?;
+    let mut doc = policy();
+    doc["jwt"]["providers"][0]["jwks"]["remote"]["cluster"] = json!("outbound|443||nowhere.mesh.local");
+    let mesh = Mesh::start(MeshOptions { wasm: Some(ensure_wasm()?), ..MeshOptions::with_policy(doc.to_string()) })?;
+    let now = now_unix_secs();
+    let token = idp.mint(JwtAlg::ES256, &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "a", "exp": now + 600}))?;
+    let deadline = Instant::now() + DEADLINE;
+    let failed = || -> Result<u64> { Ok(fetches(&mesh, "dispatch_failed")? + failed_fetches(&mesh)?) };
+    while failed()? < 2 {
+        assert!(Instant::now() < deadline, "no failed fetch counted\n{}", mesh.envoy().log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    settle(&mesh, "nowhere", &token, (401, Some("jwt_keys_unavailable")))?;
+    assert_eq!(fetches(&mesh, "ok")?, 0);
+    let log = mesh.envoy().log_contents();
+    assert!(
+        log.contains("meshguard: jwks fetch failed provider=idp cluster=outbound|443||nowhere.mesh.local"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "no trap: {}", mesh.envoy().log_tail(30));
+    Ok(())
+}
