@@ -297,3 +297,56 @@ pub fn plugin_configuration() -> Result<Vec<u8>, Status> {
         other => Err(Status(other)),
     }
 }
+
+/// The `:status` of the HTTP call response being delivered (in `on_http_call_response`):
+/// `None` when there is none (the call failed or timed out) or it is not a number.
+pub fn http_call_response_status() -> Option<u16> {
+    let name = b":status";
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; `name` is a live slice, the out-pointers point to live locals.
+    let status = unsafe {
+        proxy_get_header_map_value(
+            MapType::HttpCallResponseHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    if status != OK {
+        return None;
+    }
+    let value = adopt(data, size);
+    std::str::from_utf8(&value).ok()?.parse().ok()
+}
+
+/// Up to `max` bytes of the HTTP call response body being delivered.
+pub fn http_call_response_body(max: usize) -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: FFI call; both out-pointers point to live locals.
+    let status =
+        unsafe { proxy_get_buffer_bytes(BufferType::HttpCallResponseBody as u32, 0, max, &mut data, &mut size) };
+    match status {
+        OK => Ok(adopt(data, size)),
+        NOT_FOUND => Ok(Vec::new()),
+        other => Err(Status(other)),
+    }
+}
+
+/// `GET path` through `cluster` from the root context, with a timeout; the response comes to
+/// the root context's `on_http_call_response` with the returned token. Through the SDK, which
+/// registers the token with its dispatcher (a call it did not register would make the SDK's
+/// dispatcher panic when the response arrives); the SDK panics only on a status Envoy does not
+/// return for this call (it returns Ok, BadArgument for an unknown cluster, InternalFailure).
+pub fn dispatch_get(cluster: &str, path: &str, authority: &str, timeout: std::time::Duration) -> Result<u32, Status> {
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        vec![(":method", "GET"), (":path", path), (":authority", authority), ("accept", "application/json")],
+        None,
+        vec![],
+        timeout,
+    )
+    .map_err(|s| Status(s as u32))
+}

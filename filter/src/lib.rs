@@ -12,6 +12,8 @@
 //! - [`properties`]: the Envoy properties the egress check reads, decoded.
 //! - [`header_map`]: the host's serialized header map, parsed without trusting it (fuzzed).
 //! - [`metrics`]: counter names as they appear in Envoy's `/stats/prometheus`.
+//! - [`jwks`]: remote JWKS fetched by the root context (`dispatch_http_call`) and handed to the
+//!   policy the HTTP contexts share.
 //! - `hostcalls`: the only `unsafe` code, the raw ABI calls made while serving traffic, so
 //!   that no SDK `panic!`/`unwrap()` sits on the request path.
 //! - [`trust`]: signed policies: the trust roots (a key slot patched into the module, and
@@ -34,6 +36,7 @@
 
 pub mod header_map;
 mod hostcalls;
+pub mod jwks;
 pub mod metrics;
 pub mod network;
 pub mod plugin;

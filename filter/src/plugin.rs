@@ -88,11 +88,19 @@ pub struct PolicyRoot {
     kind: FilterKind,
     /// The local workload (Istio node metadata), read once when the policy needs it.
     workload: Rc<WorkloadFacts>,
+    /// Remote JWKS fetches of the policy in force (HTTP filter only).
+    jwks: crate::jwks::JwksFetcher,
 }
 
 impl PolicyRoot {
     pub fn new() -> Self {
-        Self { policy: None, metrics: None, kind: FilterKind::Http, workload: Rc::default() }
+        Self {
+            policy: None,
+            metrics: None,
+            kind: FilterKind::Http,
+            workload: Rc::default(),
+            jwks: crate::jwks::JwksFetcher::default(),
+        }
     }
 
     /// Counters are defined once per root context, on first configuration, and the tick that
@@ -133,6 +141,11 @@ impl Context for PolicyRoot {
         self.flush_metrics();
         true
     }
+
+    /// A remote JWKS fetch answered (see [`crate::jwks`]).
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        self.jwks.response(token_id, body_size);
+    }
 }
 
 impl RootContext for PolicyRoot {
@@ -146,6 +159,8 @@ impl RootContext for PolicyRoot {
     /// Every [`crate::metrics::FLUSH_PERIOD_MS`]: hand Envoy the counts held in VM memory.
     fn on_tick(&mut self) {
         self.flush_metrics();
+        // Remote JWKS refreshes that are due (nothing when the policy has no remote provider).
+        self.jwks.poll();
     }
 
     /// Parse, validate and compile the policy. On any error, log every error with its JSON
@@ -248,7 +263,11 @@ impl RootContext for PolicyRoot {
                     );
                 }
                 crate::vm::configured();
-                self.policy = Some(Rc::new(policy));
+                let policy = Rc::new(policy);
+                if self.kind == FilterKind::Http {
+                    self.jwks.configure(&policy);
+                }
+                self.policy = Some(policy);
                 true
             }
             Err(errors) => {

@@ -35,6 +35,7 @@ pub mod diff;
 pub mod echo;
 pub mod egress_demo;
 pub mod envoy;
+pub mod idp;
 pub mod image_ref;
 pub mod jwt;
 pub mod learn;

@@ -149,6 +149,10 @@ pub struct MeshOptions {
     /// Environment variables of the Wasm VM (`vm_config.environment_variables.key_values`,
     /// what Istio's `vmConfig.env` sets), e.g. `MESHGUARD_TRUST_KEYS`. Kept for updates.
     pub vm_env: Vec<(String, String)>,
+    /// More static clusters in the rendered config: (name, loopback address), plain HTTP/1.1,
+    /// e.g. the stand-in identity provider's JWKS endpoint ([`crate::idp::JwksServer`]) that a
+    /// policy's `jwks.remote.cluster` names.
+    pub extra_clusters: Vec<(String, SocketAddr)>,
 }
 
 impl Default for MeshOptions {
@@ -165,6 +169,7 @@ impl Default for MeshOptions {
             workload: ("web".to_string(), "web".to_string()),
             stats_tags: true,
             vm_env: Vec::new(),
+            extra_clusters: Vec::new(),
         }
     }
 }
@@ -312,6 +317,7 @@ impl Mesh {
             ]
             .concat(),
         )?;
+        let config = with_clusters(&config, &options.extra_clusters)?;
         let config = if options.stats_tags { with_stats_tags(&config) } else { config };
         let config_path = work_dir.join("envoy.yaml");
         fs::write(&config_path, config)?;
@@ -558,6 +564,29 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String> {
 
 /// `bootstrap` (a rendered template, which has no `stats_config` of its own) with
 /// [`STATS_TAGS`] appended as its top-level `stats_config`.
+/// Add `clusters` (name, address; plain HTTP/1.1, static) at the top of the rendered config's
+/// `static_resources.clusters` list.
+pub fn with_clusters(config: &str, clusters: &[(String, SocketAddr)]) -> Result<String> {
+    if clusters.is_empty() {
+        return Ok(config.to_string());
+    }
+    const AT: &str = "\n  clusters:\n";
+    let Some(at) = config.find(AT) else {
+        bail!("the Envoy config has no static_resources.clusters list to add clusters to");
+    };
+    let mut added = String::new();
+    for (name, addr) in clusters {
+        added.push_str(&format!(
+            "  - name: {name}\n    type: STATIC\n    connect_timeout: 2s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: {ip}, port_value: {port} }}\n",
+            name = json_str(name),
+            ip = json_str(&addr.ip().to_string()),
+            port = addr.port()
+        ));
+    }
+    let split = at + AT.len();
+    Ok(format!("{}{added}{}", &config[..split], &config[split..]))
+}
+
 pub fn with_stats_tags(bootstrap: &str) -> String {
     let mut out = String::with_capacity(bootstrap.len() + STATS_TAGS.len() + 1);
     out.push_str(bootstrap);
@@ -678,6 +707,23 @@ mod tests {
         assert_eq!(out, "a: {{X}}1\n# {{DOC}} {{X}}\nb: {{X}}1{{X}}1");
         let err = render("a: {{X}} b: {{Y}}", &[("X", "1".into())]).expect_err("leftover");
         assert!(format!("{err}").contains("\"Y\""), "{err}");
+    }
+
+    #[test]
+    fn extra_clusters_go_into_the_static_clusters_list() {
+        let config = "static_resources:\n  listeners: []\n  clusters:\n  - name: app\n    type: STATIC\n";
+        assert_eq!(with_clusters(config, &[]).expect("none"), config);
+        let addr: SocketAddr = "127.0.0.1:4711".parse().expect("addr");
+        let out = with_clusters(config, &[("outbound|443||idp.mesh.local".to_string(), addr)]).expect("added");
+        let doc: serde_json::Value = serde_norway::from_str(&out).expect("still YAML");
+        let clusters = doc["static_resources"]["clusters"].as_array().expect("a list");
+        assert_eq!(clusters.len(), 2, "{out}");
+        assert_eq!(clusters[0]["name"], "outbound|443||idp.mesh.local");
+        let socket =
+            &clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!((socket["address"].as_str(), socket["port_value"].as_u64()), (Some("127.0.0.1"), Some(4711)));
+        assert_eq!(clusters[1]["name"], "app");
+        assert!(with_clusters("listeners: []\n", &[("x".to_string(), addr)]).is_err());
     }
 
     #[test]

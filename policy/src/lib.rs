@@ -30,6 +30,7 @@ mod testing;
 pub mod vectors;
 pub mod view;
 
+pub use checks::jwt::remote::{JwksUpdate, RemoteJwks, MAX_JWKS_BYTES};
 pub use decision::{Decision, Finding, HeaderMutation, Outcome, Remedy, Verdict};
 pub use error::{ConfigError, ConfigErrors};
 pub use policy::{DenyResponse, LogSettings, Policy};

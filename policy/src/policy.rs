@@ -119,6 +119,43 @@ impl Policy {
         Ok(Self { revision, mode: doc.mode, deny, log, checks, needs, deny_statuses })
     }
 
+    /// The providers whose JWKS the filter fetches (`jwt.providers[].jwks.remote`).
+    pub fn remote_jwks(&self) -> Vec<crate::RemoteJwks> {
+        self.checks.iter().flat_map(|c| c.remote_jwks()).collect()
+    }
+
+    /// Hand a fetched JWKS to the remote provider `provider`: parsed with the inline keys'
+    /// reader; an invalid key set is an error and the last good one stays. A changed key set
+    /// drops the provider's cached tokens. Through `&self`: the HTTP contexts of this VM share
+    /// this policy and see the new keys on their next request.
+    pub fn set_jwks(&self, provider: &str, body: &[u8]) -> Result<crate::JwksUpdate, String> {
+        self.checks
+            .iter()
+            .find_map(|c| c.set_jwks(provider, body))
+            .unwrap_or_else(|| Err(format!("no provider '{provider}' with jwks.remote")))
+    }
+
+    /// Whether the remote provider `provider` has a key set (a first good fetch happened).
+    pub fn has_jwks(&self, provider: &str) -> bool {
+        self.checks.iter().any(|c| c.jwks_body(provider).is_some())
+    }
+
+    /// Give this (new) policy the key sets `previous` fetched, for each remote provider with the
+    /// same id, cluster and path: a new configuration then does not deny with
+    /// `jwt_keys_unavailable` until its own first fetch. Returns the providers carried over.
+    pub fn carry_jwks_from(&self, previous: &Policy) -> Vec<String> {
+        let mut carried = Vec::new();
+        for r in self.remote_jwks() {
+            let old = previous.checks.iter().find_map(|c| c.jwks_body(&r.provider));
+            if let Some((cluster, path, body)) = old {
+                if cluster == r.cluster && path == r.path && self.set_jwks(&r.provider, &body).is_ok() {
+                    carried.push(r.provider);
+                }
+            }
+        }
+        carried
+    }
+
     /// A short, stable hash of the policy's content (key order and formatting do not matter).
     pub fn revision(&self) -> &str {
         &self.revision

@@ -87,6 +87,21 @@ pub trait Check: fmt::Debug + Sized {
     fn redacted_headers(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Key sets this check fetches at run time (JWT: `jwks.remote` providers).
+    fn remote_jwks(&self) -> Vec<jwt::remote::RemoteJwks> {
+        Vec::new()
+    }
+
+    /// Install a fetched key set for `provider`; `None` when this check has no such provider.
+    fn set_jwks(&self, _provider: &str, _body: &[u8]) -> Option<Result<jwt::remote::JwksUpdate, String>> {
+        None
+    }
+
+    /// The fetched key set in force for `provider`: its cluster, path and body.
+    fn jwks_body(&self, _provider: &str) -> Option<(&str, &str, std::sync::Arc<[u8]>)> {
+        None
+    }
 }
 
 /// A compiled check as the policy holds it: [`Check`] without its document type.
@@ -100,6 +115,9 @@ pub(crate) trait Compiled: fmt::Debug {
     fn pins_upstream(&self, up: &UpstreamView<'_>) -> bool;
     fn deny_status(&self) -> Option<(crate::reason::Check, u16)>;
     fn redacted_headers(&self) -> Vec<String>;
+    fn remote_jwks(&self) -> Vec<jwt::remote::RemoteJwks>;
+    fn set_jwks(&self, provider: &str, body: &[u8]) -> Option<Result<jwt::remote::JwksUpdate, String>>;
+    fn jwks_body(&self, provider: &str) -> Option<(&str, &str, std::sync::Arc<[u8]>)>;
 }
 
 impl<C: Check> Compiled for C {
@@ -129,6 +147,15 @@ impl<C: Check> Compiled for C {
     }
     fn redacted_headers(&self) -> Vec<String> {
         Check::redacted_headers(self)
+    }
+    fn remote_jwks(&self) -> Vec<jwt::remote::RemoteJwks> {
+        Check::remote_jwks(self)
+    }
+    fn set_jwks(&self, provider: &str, body: &[u8]) -> Option<Result<jwt::remote::JwksUpdate, String>> {
+        Check::set_jwks(self, provider, body)
+    }
+    fn jwks_body(&self, provider: &str) -> Option<(&str, &str, std::sync::Arc<[u8]>)> {
+        Check::jwks_body(self, provider)
     }
 }
 

@@ -86,6 +86,11 @@ impl TokenCache {
         Some(Arc::clone(hit))
     }
 
+    /// Forget every token verified with `provider`'s keys (its key set changed).
+    pub fn remove_provider(&mut self, provider: usize) {
+        self.entries.retain(|_, v| v.provider != provider);
+    }
+
     /// Remember a verified token. When full, expired entries go first, then the one that
     /// expires soonest.
     pub fn insert(&mut self, token: &[u8], verified: Arc<Verified>, now: u64, skew: u64) {

@@ -103,6 +103,10 @@ pub struct RemoteJwksDoc {
     pub path: String,
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,
+    /// The `:authority` of the fetch (default: the host of an Istio cluster name
+    /// `outbound|443||idp.example.com`, else the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -30,6 +30,9 @@
 pub mod cache;
 pub mod doc;
 pub mod keys;
+pub mod remote;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;
 pub mod verify;
@@ -218,6 +221,51 @@ impl JwtCheck {
     /// Verified tokens in the cache now.
     pub fn cached_tokens(&self) -> usize {
         self.cache.try_borrow().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// The providers whose keys are fetched ([`remote`]).
+    pub fn remote_jwks(&self) -> Vec<remote::RemoteJwks> {
+        self.providers
+            .iter()
+            .filter_map(|p| {
+                p.remote.as_ref().map(|r| remote::RemoteJwks {
+                    provider: p.id.clone(),
+                    cluster: r.cluster.clone(),
+                    path: r.path.clone(),
+                    authority: r.authority.clone(),
+                    refresh_seconds: r.refresh_seconds,
+                })
+            })
+            .collect()
+    }
+
+    /// Install a fetched JWKS for the remote provider `provider` (see [`remote::RemoteKeys::set`]).
+    /// A changed key set drops the provider's cached tokens: a token verified with a key the
+    /// rotation removed must be verified again.
+    pub fn set_jwks(&self, provider: &str, body: &[u8]) -> Result<remote::JwksUpdate, String> {
+        let (index, remote) = self
+            .providers
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.remote.as_ref().filter(|_| p.id == provider).map(|r| (i, r)))
+            .ok_or_else(|| format!("no provider '{provider}' with jwks.remote"))?;
+        let update = remote.set(body)?;
+        if update == remote::JwksUpdate::Changed {
+            if let Ok(mut c) = self.cache.try_borrow_mut() {
+                c.remove_provider(index);
+            } else {
+                // Never keep a cache that may hold tokens of a removed key.
+                return Err("token cache busy".to_string());
+            }
+        }
+        Ok(update)
+    }
+
+    /// The body of the key set in force for a remote provider, with its cluster and path.
+    pub fn jwks_body(&self, provider: &str) -> Option<(&str, &str, std::sync::Arc<[u8]>)> {
+        let p = self.providers.iter().find(|p| p.id == provider)?;
+        let r = p.remote.as_ref()?;
+        Some((r.cluster.as_str(), r.path.as_str(), r.body()?))
     }
 
     fn finding(&self, code: ReasonCode, rule: &str, enforced: bool) -> Finding {
@@ -451,6 +499,18 @@ impl crate::checks::Check for JwtCheck {
     fn redacted_headers(&self) -> Vec<String> {
         self.token_headers().map(|h| String::from_utf8_lossy(h).into_owned()).collect()
     }
+
+    fn remote_jwks(&self) -> Vec<remote::RemoteJwks> {
+        JwtCheck::remote_jwks(self)
+    }
+
+    fn set_jwks(&self, provider: &str, body: &[u8]) -> Option<Result<remote::JwksUpdate, String>> {
+        Some(JwtCheck::set_jwks(self, provider, body))
+    }
+
+    fn jwks_body(&self, provider: &str) -> Option<(&str, &str, std::sync::Arc<[u8]>)> {
+        JwtCheck::jwks_body(self, provider)
+    }
 }
 
 /// An element of a comma-folded value without the optional whitespace (spaces, tabs) after its
@@ -519,8 +579,13 @@ fn compile_providers(doc: &JwtDoc, at: &str, errs: &mut ConfigErrors) -> Vec<Pro
                 if !remote.path.starts_with('/') {
                     errs.push(format!("{rat}.path"), "must start with '/'");
                 }
-                if !(10..=86400).contains(&remote.refresh_seconds) {
-                    errs.push(format!("{rat}.refreshSeconds"), "between 10 and 86400");
+                if !(1..=86400).contains(&remote.refresh_seconds) {
+                    errs.push(format!("{rat}.refreshSeconds"), "between 1 and 86400");
+                }
+                if let Some(a) = &remote.authority {
+                    if a.is_empty() || !a.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@') {
+                        errs.push(format!("{rat}.authority"), "must be a host[:port]");
+                    }
                 }
                 None
             }
@@ -564,6 +629,11 @@ fn compile_providers(doc: &JwtDoc, at: &str, errs: &mut ConfigErrors) -> Vec<Pro
             audiences: p.audiences.clone(),
             algorithms,
             keys,
+            remote: p
+                .jwks
+                .remote
+                .as_ref()
+                .map(|r| remote::RemoteKeys::new(&r.cluster, &r.path, r.authority.as_deref(), r.refresh_seconds)),
         });
     }
     out

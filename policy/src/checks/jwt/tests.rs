@@ -39,7 +39,7 @@ pub(crate) fn keys() -> &'static Keys {
     })
 }
 
-fn jwk(json: String, kid: &str) -> Value {
+pub(crate) fn jwk(json: String, kid: &str) -> Value {
     let mut v: Value = serde_json::from_str(&json).unwrap();
     v["kid"] = kid.into();
     v
@@ -129,7 +129,7 @@ fn check() -> &'static JwtCheck {
     CHECK.with(|c| *c)
 }
 
-struct Req<'a> {
+pub(crate) struct Req<'a> {
     auth: Vec<String>,
     path: &'a str,
     peer: Option<&'a str>,
@@ -137,17 +137,17 @@ struct Req<'a> {
     now: u64,
 }
 
-fn req(path: &str) -> Req<'_> {
+pub(crate) fn req(path: &str) -> Req<'_> {
     Req { auth: vec![], path, peer: Some(PEER), digest: Some(PEER_DIGEST_HEX), now: NOW }
 }
 
 impl Req<'_> {
-    fn bearer(mut self, token: &str) -> Self {
+    pub(crate) fn bearer(mut self, token: &str) -> Self {
         self.auth.push(format!("Bearer {token}"));
         self
     }
 
-    fn eval_with(&self, check: &JwtCheck) -> Decision {
+    pub(crate) fn eval_with(&self, check: &JwtCheck) -> Decision {
         let mut headers: Vec<(&[u8], &[u8])> = vec![
             (b":method", b"GET"),
             (b":path", self.path.as_bytes()),
@@ -170,7 +170,7 @@ impl Req<'_> {
     }
 }
 
-fn code_of(d: &Decision) -> Option<&'static str> {
+pub(crate) fn code_of(d: &Decision) -> Option<&'static str> {
     assert!(d.findings.len() <= 1, "{d:?}");
     d.findings.first().map(|f| {
         assert_eq!(f.check, Check::Jwt);
@@ -179,7 +179,7 @@ fn code_of(d: &Decision) -> Option<&'static str> {
     })
 }
 
-fn with(mut base: Value, patch: Value) -> Value {
+pub(crate) fn with(mut base: Value, patch: Value) -> Value {
     for (k, v) in patch.as_object().unwrap() {
         if v.is_null() {
             base.as_object_mut().unwrap().remove(k);

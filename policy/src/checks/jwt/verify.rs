@@ -25,6 +25,9 @@ pub struct Provider {
     /// `None` for a remote JWKS that has not been fetched yet: tokens of this provider are
     /// denied with `jwt_keys_unavailable` (fail closed).
     pub keys: Option<Vec<Jwk>>,
+    /// The remote source of a `jwks.remote` provider (`keys` is then `None`): the last good
+    /// key set fetched, if any.
+    pub remote: Option<super::remote::RemoteKeys>,
 }
 
 /// A token whose signature verified: what later checks (and the cache) need.
@@ -165,7 +168,18 @@ pub fn verify(token: &[u8], providers: &[Provider], allowed: &[usize], max_len: 
         .filter_map(|&i| providers.get(i).map(|p| (i, p)))
         .find(|(_, p)| p.issuer == iss)
         .ok_or(ReasonCode::JwtIssuerNotAllowed)?;
-    let keys = provider.keys.as_deref().ok_or(ReasonCode::JwtKeysUnavailable)?;
+    // Inline keys are borrowed as before; a remote provider's key set in force is held for
+    // this verification (a refresh may replace it meanwhile; this token is judged by the set
+    // it was looked up in).
+    let fetched;
+    let keys: &[Jwk] = match (&provider.keys, &provider.remote) {
+        (Some(keys), _) => keys,
+        (None, Some(remote)) => {
+            fetched = remote.keys().ok_or(ReasonCode::JwtKeysUnavailable)?;
+            &fetched
+        }
+        (None, None) => return Err(ReasonCode::JwtKeysUnavailable),
+    };
     if !provider.algorithms.contains(&alg) {
         return Err(ReasonCode::JwtAlgNotAllowed);
     }
