@@ -136,6 +136,6 @@ fn the_istio_custom_bootstrap_has_the_same_stats_tags() {
     assert_eq!(cm["metadata"]["name"], "meshguard-stats-tags");
     let json: Value = serde_json::from_str(cm["data"]["custom_bootstrap.json"].as_str().unwrap()).unwrap();
     assert_eq!(json, ours);
-    assert_eq!(ours["stats_config"]["stats_tags"].as_array().map(Vec::len), Some(3));
+    assert_eq!(ours["stats_config"]["stats_tags"].as_array().map(Vec::len), Some(5));
     assert_eq!(harness::mesh::STATS_TAGS, read("envoy-config/stats-tags.yaml"));
 }

@@ -18,7 +18,7 @@ use harness::idp::JwksServer;
 use harness::jwt::{now_unix_secs, JwtAlg, TokenIssuer};
 use harness::mesh::{ensure_wasm, Mesh, MeshOptions, PolicyUpdate};
 use harness::Result;
-use meshguard_e2e::{decision_for, finding_counter, prom_counter};
+use meshguard_e2e::{decision_for, finding_counter};
 use serde_json::{json, Value};
 
 const ISSUER: &str = "https://idp.mesh.local";
@@ -86,8 +86,18 @@ fn settle_at(mesh: &Mesh, path: &str, label: &str, token: &str, want: (u16, Opti
     }
 }
 
+/// `meshguard_jwks_fetch_total{provider="idp",result=..}`, labelled by the mesh's stats tags
+/// (`envoy-config/stats-tags.yaml`); 0 when absent.
 fn fetches(mesh: &Mesh, result: &str) -> Result<u64> {
-    prom_counter(mesh, &format!("meshguard_jwks_provider_idp_result_{result}_fetch_total"))
+    let text = mesh.envoy().stats_prometheus()?;
+    let (provider, result) = ("provider=\"idp\"".to_string(), format!("result=\"{result}\""));
+    for line in text.lines().filter(|l| l.starts_with("meshguard_jwks_fetch_total{")) {
+        if line.contains(&provider) && line.contains(&result) {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            return Ok(value.parse::<f64>()? as u64);
+        }
+    }
+    Ok(0)
 }
 
 fn failed_fetches(mesh: &Mesh) -> Result<u64> {
