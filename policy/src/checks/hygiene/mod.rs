@@ -811,7 +811,13 @@ fn classify(name: &[u8]) -> Known {
         | b"x-original-host"
         | b"x-host"
         | b"x-http-host-override" => Known::ForwardedRouting,
-        b"x-original-url" | b"x-rewrite-url" | b"x-original-uri" | b"x-forwarded-uri" => Known::UrlOverride,
+        // URL overrides (IIS URL Rewrite, Symfony, Laravel, Zend; the "403 bypass" lists).
+        b"x-original-url"
+        | b"x-rewrite-url"
+        | b"x-original-uri"
+        | b"x-forwarded-uri"
+        | b"x-proxy-url"
+        | b"x-http-destinationurl" => Known::UrlOverride,
         // "The client's address" as CDNs, load balancers and frameworks read it: an address
         // (or a list of them), checked as x-forwarded-for's entries are...
         b"x-real-ip"
@@ -833,7 +839,19 @@ fn classify(name: &[u8]) -> Known {
         | b"x-remote-addr"
         | b"x-proxyuser-ip"
         | b"wl-proxy-client-ip"
-        | b"proxy-client-ip" => Known::ClientAddr,
+        | b"proxy-client-ip"
+        // Platforms' own (Fly.io, DigitalOcean App Platform, Netlify, Vercel, Sucuri) and the
+        // names of the published "403 bypass" header lists.
+        | b"fly-client-ip"
+        | b"do-connecting-ip"
+        | b"x-nf-client-connection-ip"
+        | b"x-vercel-forwarded-for"
+        | b"x-sucuri-clientip"
+        | b"cluster-client-ip"
+        | b"x-true-ip"
+        | b"real-ip"
+        | b"x-original-remote-addr"
+        | b"x-custom-ip-authorization" => Known::ClientAddr,
         // ... or in a shape of its own (`x-forwarded: for=...`, CloudFront's unbracketed
         // `v6:port`, the viewer's country).
         b"x-forwarded" => Known::ClientIp,

@@ -1069,6 +1069,16 @@ fn the_client_address_and_forwarding_families() {
         "x-remote-ip",
         "x-remote-addr",
         "wl-proxy-client-ip",
+        "fly-client-ip",
+        "do-connecting-ip",
+        "x-nf-client-connection-ip",
+        "x-vercel-forwarded-for",
+        "x-sucuri-clientip",
+        "cluster-client-ip",
+        "x-true-ip",
+        "real-ip",
+        "x-original-remote-addr",
+        "X-Custom-IP-Authorization",
     ] {
         case(&p, "clientIp", req().h(h, "203.0.113.7"), req().h("x-forwarded-for", "203.0.113.7"));
     }
@@ -1089,7 +1099,7 @@ fn the_client_address_and_forwarding_families() {
     ] {
         case(&p, "forwardedRouting", req().h(h, "evil.example"), req().h("x-forwarded-proto", "https"));
     }
-    for h in ["x-original-uri", "x-forwarded-uri"] {
+    for h in ["x-original-uri", "x-forwarded-uri", "x-proxy-url", "X-HTTP-DestinationURL"] {
         case(&p, "urlOverride", req().h(h, "/admin"), req());
     }
     // The gateway strips the whole family; x-forwarded-for (Envoy appends to it) stays.
