@@ -68,6 +68,15 @@ pub mod limits {
     pub const EGRESS_RULES: usize = 10_000;
     /// `upstream.destinations`: looked up by cluster host and authority, not scanned.
     pub const UPSTREAM_DESTINATIONS: usize = 10_000;
+    /// `jwt.rules`: the first whose route covers the request decides, so they are scanned.
+    pub const JWT_RULES: usize = 1_000;
+    /// `jwt.providers`: each holds at most 32 keys, imported in every VM at configure.
+    pub const JWT_PROVIDERS: usize = 32;
+    /// Claim conditions in all JWT rules (checked on the rule that decides).
+    pub const JWT_CLAIMS: usize = 10_000;
+    /// `jwt.tokenSources` and `jwt.forwardClaims`: each looked at on every covered request.
+    pub const JWT_SOURCES: usize = 16;
+    pub const JWT_FORWARD_CLAIMS: usize = 32;
     /// Host names in all rules (identity, egress, and upstream clusters and hosts); twice the 10,000 hosts benchmarked to
     /// compile in ≤ 100 ms and ≤ 10 MiB per VM.
     pub const HOSTS: usize = 20_000;
@@ -263,6 +272,30 @@ pub fn check(doc: &PolicyDocument, errs: &mut ConfigErrors) {
             m.principals.add(d.identities.len(), || format!("{at}.identities"), errs);
         }
     }
+    if let Some(jwt) = &doc.jwt {
+        for (field, n, limit) in [
+            ("rules", jwt.rules.len(), limits::JWT_RULES),
+            ("providers", jwt.providers.len(), limits::JWT_PROVIDERS),
+            ("tokenSources", jwt.token_sources.len(), limits::JWT_SOURCES),
+            ("forwardClaims", jwt.forward_claims.len(), limits::JWT_FORWARD_CLAIMS),
+        ] {
+            if n > limit {
+                errs.push(
+                    format!("jwt.{field}[{limit}]"),
+                    format!("over the policy budget: jwt {field} (at most {limit})"),
+                );
+            }
+        }
+        let mut claims = Meter::new(limits::JWT_CLAIMS, "claim conditions in all JWT rules");
+        for (i, rule) in jwt.rules.iter().enumerate() {
+            let at = format!("jwt.rules[{i}]");
+            let route = &rule.route;
+            m.hosts.add(route.hosts.len(), || format!("{at}.match.hosts"), errs);
+            m.methods.add(route.methods.len(), || format!("{at}.match.methods"), errs);
+            m.paths(&route.paths, &format!("{at}.match"), errs);
+            claims.add(rule.claims.len(), || format!("{at}.claims"), errs);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +304,23 @@ mod tests {
     use crate::Policy;
     use serde_json::json;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_jwt_section_is_within_the_budget_too() {
+        let rules: Vec<_> = (0..40)
+            .map(|i| json!({"id": format!("r{i}"), "optional": true, "match": {"paths": [{"regex": "^/a/[0-9]+$"}]}}))
+            .collect();
+        let doc = json!({"version": 1, "jwt": {"providers": [], "rules": rules}});
+        let errs = Policy::from_value(doc).expect_err("over budget");
+        assert!(
+            errs.iter().any(|e| e.path == "jwt.rules[32].match.paths[0].regex" && e.message.contains("path regexes")),
+            "{errs}"
+        );
+        let rules: Vec<_> = (0..=limits::JWT_RULES).map(|i| json!({"id": format!("r{i}"), "optional": true})).collect();
+        let errs =
+            Policy::from_value(json!({"version": 1, "jwt": {"providers": [], "rules": rules}})).expect_err("over");
+        assert!(errs.iter().any(|e| e.path == "jwt.rules[1000]"), "{errs}");
+    }
 
     /// The policy from the audit: `n` identity rules, each with one `(?:.{1000}){200}` path
     /// regex (50 of them are about 5.5 KB of JSON).
