@@ -33,13 +33,24 @@ impl<'a> Track<'a> {
     /// Run `f` one segment deeper; an error it returns is located there unless a deeper
     /// one already was.
     fn within<T>(&self, seg: Segment<'a>, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-        self.stack.borrow_mut().push(seg);
+        self.enter(seg);
         let out = f();
-        if out.is_err() {
+        self.leave(out.is_err());
+        out
+    }
+
+    // Out of line: `within` is instantiated for every document type, these are not.
+    #[inline(never)]
+    fn enter(&self, seg: Segment<'a>) {
+        self.stack.borrow_mut().push(seg);
+    }
+
+    #[inline(never)]
+    fn leave(&self, failed: bool) {
+        if failed {
             self.fail();
         }
         self.stack.borrow_mut().pop();
-        out
     }
 
     /// Locate an error at the current path (unless a deeper one already was).
@@ -85,6 +96,7 @@ struct De<'a, 't> {
 }
 
 /// As `serde_json::Value` reports a value of the wrong type.
+#[inline(never)]
 fn unexpected(v: &Value) -> Unexpected<'_> {
     match v {
         Value::Null => Unexpected::Unit,
@@ -100,6 +112,12 @@ fn unexpected(v: &Value) -> Unexpected<'_> {
     }
 }
 
+/// A sequence or map with elements left over, as `serde_json::Value` reports it.
+#[inline(never)]
+fn fewer(len: usize, expected: &'static str) -> Error {
+    Error::invalid_length(len, &expected)
+}
+
 impl<'a, 't> De<'a, 't> {
     fn visit_array<V: Visitor<'a>>(self, a: &'a [Value], visitor: V) -> Result<V::Value, Error> {
         let mut seq = Seq { it: a.iter(), index: 0, track: self.track };
@@ -107,7 +125,7 @@ impl<'a, 't> De<'a, 't> {
         if seq.it.len() == 0 {
             Ok(out)
         } else {
-            Err(Error::invalid_length(a.len(), &"fewer elements in array"))
+            Err(fewer(a.len(), "fewer elements in array"))
         }
     }
 
@@ -117,7 +135,7 @@ impl<'a, 't> De<'a, 't> {
         if map.it.len() == 0 {
             Ok(out)
         } else {
-            Err(Error::invalid_length(m.len(), &"fewer elements in map"))
+            Err(fewer(m.len(), "fewer elements in map"))
         }
     }
 }
