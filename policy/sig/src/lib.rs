@@ -2,8 +2,8 @@
 //! are generic (over the hash, the padding, the curve): called from the policy crate, they
 //! would be generated there, built for speed. Generated here, they are built for size (the
 //! workspace Cargo.toml gives this crate opt-level "s"): they run on a verified-token cache
-//! miss only, never on the hot path (a cache hit). policy/src/checks/jwt/keys.rs
-//! `verify_signature` calls them.
+//! miss only, never on the hot path (a cache hit); the key imports run when a policy is
+//! compiled. policy/src/checks/jwt/keys.rs (`verify_signature`, `parse_jwk`) calls them.
 
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
@@ -38,4 +38,14 @@ pub fn verify_es256(k: &p256::ecdsa::VerifyingKey, signed: &[u8], signature: &[u
 /// ES384, as [`verify_es256`].
 pub fn verify_es384(k: &p384::ecdsa::VerifyingKey, signed: &[u8], signature: &[u8]) -> bool {
     p384::ecdsa::Signature::try_from(signature).is_ok_and(|sig| k.verify_prehash(&Sha384::digest(signed), &sig).is_ok())
+}
+
+/// A P-256 public key from its SEC1 encoding (`04 || x || y`), as a JWK's `x` and `y` give it.
+pub fn p256_key(sec1: &[u8]) -> Option<p256::ecdsa::VerifyingKey> {
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()
+}
+
+/// A P-384 public key, as [`p256_key`].
+pub fn p384_key(sec1: &[u8]) -> Option<p384::ecdsa::VerifyingKey> {
+    p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()
 }

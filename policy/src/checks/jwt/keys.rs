@@ -252,9 +252,9 @@ pub fn parse_jwk(key: &Map<String, Value>, at: &str, errs: &mut ConfigErrors) ->
                     sec1.extend_from_slice(&x);
                     sec1.extend_from_slice(&y);
                     let material = if len == 32 {
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(|k| KeyMaterial::P256(Box::new(k)))
+                        meshguard_sig::p256_key(&sec1).map(|k| KeyMaterial::P256(Box::new(k)))
                     } else {
-                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(|k| KeyMaterial::P384(Box::new(k)))
+                        meshguard_sig::p384_key(&sec1).map(|k| KeyMaterial::P384(Box::new(k)))
                     };
                     if material.is_none() {
                         errs.push(format!("{at}.x"), "(x, y) is not a point of the curve");
