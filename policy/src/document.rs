@@ -152,13 +152,11 @@ pub(crate) fn default_true() -> bool {
 }
 
 /// Deserialize a document, naming the JSON path of the first structural error (wrong type,
-/// unknown or missing field).
+/// unknown or missing field): see [`crate::doc_de`].
 pub fn parse(value: serde_json::Value) -> Result<PolicyDocument, crate::error::ConfigErrors> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
+    crate::doc_de::from_value(&value).map_err(|(path, e)| {
         let mut errs = crate::error::ConfigErrors::default();
-        errs.push(path, e.into_inner().to_string());
+        errs.push(path, e.to_string());
         errs
     })
 }

@@ -14,6 +14,7 @@
 pub mod budget;
 pub mod checks;
 pub mod decision;
+mod doc_de;
 pub mod document;
 pub mod envelope;
 pub mod error;

@@ -50,7 +50,6 @@ pub struct LogSettings {
 }
 
 /// A validated, compiled policy.
-#[derive(Debug)]
 pub struct Policy {
     revision: String,
     mode: Mode,
@@ -62,6 +61,20 @@ pub struct Policy {
     needs: Needs,
     /// Checks whose denies have their own status (JWT: 401), see [`Policy::deny_status`].
     deny_statuses: Vec<(crate::reason::Check, u16)>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("revision", &self.revision)
+            .field("mode", &self.mode)
+            .field("deny", &self.deny)
+            .field("log", &self.log)
+            .field("checks", &self.checks.len())
+            .field("needs", &self.needs)
+            .field("deny_statuses", &self.deny_statuses)
+            .finish()
+    }
 }
 
 impl Policy {

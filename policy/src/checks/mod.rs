@@ -104,8 +104,10 @@ pub trait Check: fmt::Debug + Sized {
     }
 }
 
-/// A compiled check as the policy holds it: [`Check`] without its document type.
-pub(crate) trait Compiled: fmt::Debug {
+/// A compiled check as the policy holds it: [`Check`] without its document type. Not `Debug`:
+/// a `dyn` vtable's `Debug::fmt` keeps every compiled check's Debug code in meshguard.wasm,
+/// which never prints one (`Policy`'s Debug names the checks instead).
+pub(crate) trait Compiled {
     fn needs(&self) -> Needs;
     fn evaluate(&self, req: &RequestView<'_>, decision: &mut Decision);
     fn decides_connections(&self) -> bool;

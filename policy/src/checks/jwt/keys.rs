@@ -252,9 +252,9 @@ pub fn parse_jwk(key: &Map<String, Value>, at: &str, errs: &mut ConfigErrors) ->
                     sec1.extend_from_slice(&x);
                     sec1.extend_from_slice(&y);
                     let material = if len == 32 {
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(|k| KeyMaterial::P256(Box::new(k)))
+                        meshguard_sig::p256_key(&sec1).map(|k| KeyMaterial::P256(Box::new(k)))
                     } else {
-                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(|k| KeyMaterial::P384(Box::new(k)))
+                        meshguard_sig::p384_key(&sec1).map(|k| KeyMaterial::P384(Box::new(k)))
                     };
                     if material.is_none() {
                         errs.push(format!("{at}.x"), "(x, y) is not a point of the curve");
@@ -366,25 +366,20 @@ pub fn parse_jwks_json(json: &[u8], at: &str) -> Result<Vec<Jwk>, ConfigErrors> 
 /// errors with backtraces cost meshguard.wasm hundreds of KiB. The claims are checked by the
 /// caller, with the time it was given.
 pub fn verify_signature(signed: &[u8], signature: &[u8], key: &KeyMaterial, alg: Alg) -> bool {
-    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
-    use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
-    use rsa::{Pkcs1v15Sign, Pss};
+    // The generic RustCrypto verifiers are generated in meshguard-sig, built for size.
+    use meshguard_sig::{verify_es256, verify_es384, verify_rsa, Sha};
     match (key, alg) {
         (KeyMaterial::Rsa(k), _) => match alg {
-            Alg::RS256 => k.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(signed), signature).is_ok(),
-            Alg::RS384 => k.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(signed), signature).is_ok(),
-            Alg::RS512 => k.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(signed), signature).is_ok(),
-            Alg::PS256 => k.verify(Pss::new::<Sha256>(), &Sha256::digest(signed), signature).is_ok(),
-            Alg::PS384 => k.verify(Pss::new::<Sha384>(), &Sha384::digest(signed), signature).is_ok(),
-            Alg::PS512 => k.verify(Pss::new::<Sha512>(), &Sha512::digest(signed), signature).is_ok(),
+            Alg::RS256 => verify_rsa(k, false, Sha::S256, signed, signature),
+            Alg::RS384 => verify_rsa(k, false, Sha::S384, signed, signature),
+            Alg::RS512 => verify_rsa(k, false, Sha::S512, signed, signature),
+            Alg::PS256 => verify_rsa(k, true, Sha::S256, signed, signature),
+            Alg::PS384 => verify_rsa(k, true, Sha::S384, signed, signature),
+            Alg::PS512 => verify_rsa(k, true, Sha::S512, signed, signature),
             Alg::ES256 | Alg::ES384 | Alg::EdDSA => false,
         },
-        // Hashed here with the SHA-2 the RSA path uses (one SHA-2 crate in the module, not two),
-        // then verified as ECDSA verifies a message: the same hash, the same check.
-        (KeyMaterial::P256(k), Alg::ES256) => p256::ecdsa::Signature::try_from(signature)
-            .is_ok_and(|sig| k.verify_prehash(&Sha256::digest(signed), &sig).is_ok()),
-        (KeyMaterial::P384(k), Alg::ES384) => p384::ecdsa::Signature::try_from(signature)
-            .is_ok_and(|sig| k.verify_prehash(&Sha384::digest(signed), &sig).is_ok()),
+        (KeyMaterial::P256(k), Alg::ES256) => verify_es256(k, signed, signature),
+        (KeyMaterial::P384(k), Alg::ES384) => verify_es384(k, signed, signature),
         (KeyMaterial::Ed25519(k), Alg::EdDSA) => {
             ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| k.verify(signed, &sig).is_ok())
         }
