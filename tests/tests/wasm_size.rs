@@ -18,8 +18,9 @@
 //! | doc_de's path bookkeeping out of line (not inlined into each document type's code) | 1,107,829 |
 //! | the generic RSA/ECDSA verifiers instantiated in policy/sig (opt-level "s"), not in the policy crate (opt-level 3; "z" measured 1,092,945) | 1,091,440 |
 //! | the JWK key imports (`VerifyingKey::from_sec1_bytes`, P-256 and P-384) generated in policy/sig too | 1,085,270 |
+//! | remote JWKS (filter/src/jwks.rs, the policy's key-set updates) and the x-envoy-external-address comparison merged | 1,111,685 |
 //!
-//! What is left to reach 1 MiB (−36,694 bytes). Measured and not taken: the policy document's
+//! What is left to reach 1 MiB (−63,109 bytes). Measured and not taken: the policy document's
 //! deserializing code (each document type's derived `Deserialize`, ~150 KB, built with the
 //! policy crate at opt-level 3) generated in a separate crate built for size came out larger
 //! (opt-level "z": +21 KB, "s": +37 KB), and so did `meshguard-sig` at "z" (+1.5 KB). Not yet
@@ -32,9 +33,9 @@ use harness::mesh::ensure_wasm;
 use harness::Result;
 
 const BUDGET: u64 = 1 << 20;
-/// The measured size (1,085,270 bytes) and a little room: lower it as the module shrinks,
+/// The measured size (1,111,685 bytes) and a little room: lower it as the module shrinks,
 /// down to [`BUDGET`].
-const CEILING: u64 = 1_090_000;
+const CEILING: u64 = 1_115_000;
 
 #[test]
 fn meshguard_wasm_does_not_grow() -> Result<()> {
