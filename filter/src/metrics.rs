@@ -324,14 +324,24 @@ mod tests {
         }
     }
 
-    /// The shipped file holds exactly the three tags, each anchored on meshguard's namespace.
+    /// The shipped file holds exactly the five tags (the findings' three, the JWKS fetches'
+    /// two), each anchored on meshguard's namespace.
     #[test]
-    fn stats_tags_file_has_the_three_anchored_regexes() {
+    fn stats_tags_file_has_the_five_anchored_regexes() {
         let tags: Vec<&str> = STATS_TAGS_BOOTSTRAP.lines().filter(|l| l.contains("tag_name:")).collect();
-        assert_eq!(tags, ["  - tag_name: check", "  - tag_name: code", "  - tag_name: mode"]);
+        assert_eq!(
+            tags,
+            [
+                "  - tag_name: check",
+                "  - tag_name: code",
+                "  - tag_name: mode",
+                "  - tag_name: provider",
+                "  - tag_name: result"
+            ]
+        );
         let regexes: Vec<&str> =
             STATS_TAGS_BOOTSTRAP.lines().filter(|l| l.trim_start().starts_with("regex:")).collect();
-        assert_eq!(regexes.len(), 3);
+        assert_eq!(regexes.len(), 5);
         for r in regexes {
             assert!(r.contains(r"'^wasmcustom\.meshguard"), "{r}");
         }
