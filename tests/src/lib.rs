@@ -19,13 +19,19 @@ pub fn decisions(mesh: &Mesh) -> Vec<Value> {
 /// The decision-log line of the request with this `x-request-id`, waiting for Envoy's log
 /// flush (every 100 ms in the harness) for up to 5 s.
 pub fn decision_for(mesh: &Mesh, request_id: &str) -> Result<Value> {
+    wait_decision(mesh, &format!("request {request_id}"), |d| d["requestId"] == request_id)
+}
+
+/// The first decision-log line `pred` accepts, waiting for Envoy's log flush (every 100 ms in
+/// the harness) for up to 5 s.
+pub fn wait_decision(mesh: &Mesh, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(d) = decisions(mesh).into_iter().find(|d| d["requestId"] == request_id) {
+        if let Some(d) = decisions(mesh).into_iter().find(|d| pred(d)) {
             return Ok(d);
         }
         if Instant::now() > deadline {
-            bail!("no decision-log line for request {request_id}\n{}", mesh.envoy().log_tail(30));
+            bail!("no decision-log line for {what}\n{}", mesh.envoy().log_tail(30));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

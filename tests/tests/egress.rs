@@ -14,30 +14,12 @@ use std::time::{Duration, Instant};
 use harness::client::{self, Request, TlsIdentity};
 use harness::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions};
 use harness::Result;
+use meshguard_e2e::wait_decision;
 use serde_json::{json, Value};
 
 fn start(kind: MeshKind, policy: Value) -> Result<Mesh> {
     let wasm = ensure_wasm()?;
     Mesh::start(MeshOptions { wasm: Some(wasm), kind, ..MeshOptions::with_policy(policy.to_string()) })
-}
-
-/// The decision-log lines so far, parsed.
-fn decisions(mesh: &Mesh) -> Vec<Value> {
-    harness::demo::decision_lines(&mesh.envoy().log_contents()).filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Waits (the log is flushed every 100 ms) for a decision line that `pred` accepts.
-fn wait_decision(mesh: &Mesh, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = decisions(mesh).into_iter().find(|l| pred(l)) {
-            return Ok(line);
-        }
-        if Instant::now() > deadline {
-            return Err(harness::Error::msg(format!("no decision line for {what}\n{}", mesh.envoy().log_tail(40))));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn counter(mesh: &Mesh, name: &str) -> Result<u64> {

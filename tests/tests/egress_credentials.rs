@@ -3,11 +3,10 @@
 //! cookies, API-key headers and credential query parameters. "The internet" is the echo
 //! upstream; its answer is what it received, so a test proves which headers arrived.
 
-use std::time::{Duration, Instant};
-
 use harness::client::{self, Request, Response};
 use harness::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions};
 use harness::Result;
+use meshguard_e2e::decision_for as decision;
 use serde_json::{json, Value};
 
 /// What no log line or counter may ever hold.
@@ -33,24 +32,6 @@ fn policy() -> Value {
             ]
         }
     })
-}
-
-fn decisions(mesh: &Mesh) -> Vec<Value> {
-    harness::demo::decision_lines(&mesh.envoy().log_contents()).filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Waits (the log is flushed every 100 ms) for the decision line of request `id`.
-fn decision(mesh: &Mesh, id: &str) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = decisions(mesh).into_iter().find(|l| l["requestId"] == id) {
-            return Ok(line);
-        }
-        if Instant::now() > deadline {
-            return Err(harness::Error::msg(format!("no decision line for {id}\n{}", mesh.envoy().log_tail(40))));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn finding_counter(mesh: &Mesh, code: &str, mode: &str) -> Result<u64> {

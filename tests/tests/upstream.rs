@@ -12,11 +12,10 @@
 //! them: the request did reach the impostor (the honest limit); its answer did not reach the
 //! client.
 
-use std::time::{Duration, Instant};
-
 use harness::client::{self, Request};
 use harness::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions, PolicyUpdate};
 use harness::Result;
+use meshguard_e2e::{decisions, wait_decision};
 use serde_json::{json, Value};
 
 const PAYMENTS: &str = "payments.prod.svc.cluster.local:8080";
@@ -42,24 +41,6 @@ fn policy(mode: &str) -> Value {
             ]
         }
     })
-}
-
-fn decisions(mesh: &Mesh) -> Vec<Value> {
-    harness::demo::decision_lines(&mesh.envoy().log_contents()).filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Waits (the log is flushed every 100 ms) for a decision line that `pred` accepts.
-fn wait_decision(mesh: &Mesh, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = decisions(mesh).into_iter().find(|l| pred(l)) {
-            return Ok(line);
-        }
-        if Instant::now() > deadline {
-            return Err(harness::Error::msg(format!("no decision line for {what}\n{}", mesh.envoy().log_tail(40))));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn finding_counter(mesh: &Mesh, code: &str, mode: &str) -> Result<u64> {

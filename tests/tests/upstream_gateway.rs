@@ -14,11 +14,10 @@
 //! exact cluster name and by a wildcard cluster pattern. The endpoints count what reached them:
 //! the request did reach the impostor (the honest limit); its answer did not reach the caller.
 
-use std::time::{Duration, Instant};
-
 use harness::client::{self, Request, TlsIdentity};
 use harness::mesh::{ensure_wasm, Mesh, MeshKind, MeshOptions, PolicyUpdate};
 use harness::Result;
+use meshguard_e2e::{decisions, wait_decision};
 use serde_json::{json, Value};
 
 const PAY: &str = "pay.partner.example.com";
@@ -59,24 +58,6 @@ fn gateway_policy() -> Value {
         },
         "upstream": upstream("enforce"),
     })
-}
-
-fn decisions(mesh: &Mesh) -> Vec<Value> {
-    harness::demo::decision_lines(&mesh.envoy().log_contents()).filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Waits (the log is flushed every 100 ms) for a decision line that `pred` accepts.
-fn wait_decision(mesh: &Mesh, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = decisions(mesh).into_iter().find(|l| pred(l)) {
-            return Ok(line);
-        }
-        if Instant::now() > deadline {
-            return Err(harness::Error::msg(format!("no decision line for {what}\n{}", mesh.envoy().log_tail(40))));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn finding_counter(mesh: &Mesh, code: &str, mode: &str) -> Result<u64> {
